@@ -1,0 +1,1 @@
+"""Accounts: the people and teams that own API keys."""

@@ -1,0 +1,93 @@
+"""All configuration, read once from DUPIFY_* environment variables and `.env`; no side effects."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+    test = "test"
+
+
+class ImageLimits(BaseModel):
+    """Caps applied to every uploaded image, all checked before pixels are decoded."""
+
+    max_body_bytes: int = Field(20 * MiB, gt=0)
+    max_image_bytes: int = Field(10 * MiB, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_side: int = Field(12_000, gt=0)
+    max_frames: int = Field(100, gt=0)
+    decode_timeout_s: float = Field(2.0, gt=0)
+    allowed_formats: frozenset[str] = frozenset({"jpeg", "png", "webp", "gif", "bmp"})
+    max_images_embeddings: int = Field(32, gt=0)
+
+
+class InferenceSettings(BaseModel):
+    """How models run: device, threads and micro-batching."""
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    intra_op_threads: int = Field(0, ge=0, description="0 = one per available core")
+    decode_workers: int = Field(0, ge=0, description="decoder processes; 0 = one per core")
+    max_batch: int = Field(16, gt=0)
+    max_wait_ms: float = Field(5.0, ge=0)
+    queue_size: int = Field(256, gt=0)
+    overload_retry_after_s: int = Field(1, gt=0)
+
+
+class UsageLogSettings(BaseModel):
+    """The request log buffer: rows are written in batches, off the request path."""
+
+    flush_interval_s: float = Field(1.0, gt=0)
+    flush_batch: int = Field(500, gt=0)
+    retention: timedelta = timedelta(days=90)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one Dupify deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DUPIFY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    env: Environment = Environment.development
+    database_url: str = "sqlite:///./dupify.db"
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    secret_key_file: str = ".dupify-secret"
+    smtp_url: str | None = None
+    inference_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    request_id_header: str = "X-Request-Id"
+    default_model: str = "dupify-visual-1"
+    metrics_token: SecretStr | None = None
+
+    limits: ImageLimits = ImageLimits()
+    inference: InferenceSettings = InferenceSettings()
+    usage_log: UsageLogSettings = UsageLogSettings()
+
+    @model_validator(mode="after")
+    def _production_needs_a_secret(self) -> Settings:
+        if self.env is Environment.production and not self.secret_key:
+            raise ValueError(
+                "DUPIFY_SECRET_KEY is required when DUPIFY_ENV=production "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.production

@@ -1,0 +1,157 @@
+"""The one error envelope: ApiError with stable codes, and the handlers that render every error."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("dupify.errors")
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    status: int
+    type: str
+    description: str
+
+
+# The stable public codes (API.md section 1). Adding is fine; renaming breaks clients.
+ERROR_CODES: dict[str, ErrorKind] = {
+    "missing_api_key": ErrorKind(401, "authentication_error", "no Authorization header"),
+    "invalid_api_key": ErrorKind(
+        401, "authentication_error", "malformed, bad checksum, unknown, revoked or expired key"
+    ),
+    "account_suspended": ErrorKind(403, "permission_error", "account or key suspended"),
+    "insufficient_scope": ErrorKind(403, "permission_error", "key lacks the endpoint's scope"),
+    "rate_limited": ErrorKind(429, "rate_limit_error", "per-key request rate exceeded"),
+    "quota_exceeded": ErrorKind(429, "rate_limit_error", "monthly image quota used up"),
+    "payload_too_large": ErrorKind(413, "invalid_request_error", "request body over the cap"),
+    "unsupported_media_type": ErrorKind(
+        415, "invalid_request_error", "content type or image format not accepted"
+    ),
+    "invalid_image": ErrorKind(422, "invalid_request_error", "not a decodable image"),
+    "image_too_large": ErrorKind(422, "invalid_request_error", "over the pixel or side cap"),
+    "too_many_frames": ErrorKind(422, "invalid_request_error", "animation over the frame cap"),
+    "image_decode_timeout": ErrorKind(
+        422, "invalid_request_error", "decoding took longer than its budget"
+    ),
+    "too_many_images": ErrorKind(400, "invalid_request_error", "too many images in one request"),
+    "invalid_request": ErrorKind(400, "invalid_request_error", "malformed request or field"),
+    "model_not_found": ErrorKind(404, "invalid_request_error", "unknown model"),
+    "not_found": ErrorKind(404, "invalid_request_error", "no such route"),
+    "method_not_allowed": ErrorKind(405, "invalid_request_error", "method not allowed here"),
+    "overloaded": ErrorKind(503, "api_error", "inference queue full; retry after the header"),
+    "not_ready": ErrorKind(503, "api_error", "a dependency is not answering"),
+    "internal_error": ErrorKind(500, "api_error", "a bug; the request id is logged"),
+}
+
+
+class ApiError(Exception):
+    """An error with a stable public code; rendered as the envelope by `install_error_handlers`."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return ERROR_CODES[self.code].status
+
+    @property
+    def type(self) -> str:
+        return ERROR_CODES[self.code].type
+
+    def at(self, param: str) -> ApiError:
+        """The same error, attributed to a request field (e.g. `input[2]`)."""
+        message = self.message if self.message.startswith(param) else f"{param}: {self.message}"
+        return ApiError(self.code, message, param=param, headers=self.headers)
+
+    def body(self, request_id: str | None) -> dict[str, Any]:
+        return {
+            "error": {
+                "type": self.type,
+                "code": self.code,
+                "message": self.message,
+                "param": self.param,
+                "request_id": request_id,
+            }
+        }
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    request.state.error_code = error.code
+    return JSONResponse(
+        error.body(request_id_of(request)), status_code=error.status, headers=error.headers
+    )
+
+
+def _from_http_exception(exc: StarletteHTTPException) -> ApiError:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        return ApiError("not_found", "No such route.", headers=headers)
+    if exc.status_code == 405:
+        return ApiError("method_not_allowed", "Method not allowed on this route.", headers=headers)
+    if exc.status_code == 413:
+        return ApiError("payload_too_large", str(exc.detail), headers=headers)
+    if exc.status_code == 415:
+        return ApiError("unsupported_media_type", str(exc.detail), headers=headers)
+    if exc.status_code >= 500:
+        return ApiError("internal_error", "Internal error.", headers=headers)
+    return ApiError("invalid_request", str(exc.detail), headers=headers)
+
+
+def _from_validation_error(exc: RequestValidationError) -> ApiError:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+    param = ".".join(location) or None
+    message = str(first.get("msg", "Invalid request."))
+    return ApiError(
+        "invalid_request", f"{param}: {message}" if param else message, param=param
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception, ours or the framework's, into the one envelope."""
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(request, exc)
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(request, _from_http_exception(exc))
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(request, _from_validation_error(exc))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error request_id=%s", request_id_of(request), exc_info=exc)
+        return error_response(request, ApiError("internal_error", "Internal error."))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

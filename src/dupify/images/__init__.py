@@ -1,0 +1,1 @@
+"""Image input: the three request forms read with caps, and the decoding policy."""

@@ -1,0 +1,1 @@
+"""The API request log: one row per request, written in batches."""

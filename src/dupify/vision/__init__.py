@@ -1,0 +1,1 @@
+"""Inference: ONNX Runtime sessions, models, and the micro-batcher."""

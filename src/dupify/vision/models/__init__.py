@@ -1,0 +1,1 @@
+"""Bundled models, each a small class over an ONNX Runtime session."""
