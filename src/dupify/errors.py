@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +9,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("dupify.errors")
-
 
 @dataclass(frozen=True)
 class ErrorKind:
@@ -147,11 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(request, _from_validation_error(exc))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error request_id=%s", request_id_of(request), exc_info=exc)
-        return error_response(request, ApiError("internal_error", "Internal error."))
-
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    # Unexpected exceptions are answered by RequestContextMiddleware, which also logs the row.

@@ -1,0 +1,140 @@
+"""Request and response shapes of the public API, and the OpenAPI fragments that document them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dupify.errors import ERROR_CODES
+
+
+class EmbeddingOptions(BaseModel):
+    """The embedding options; in multipart and raw requests they come as form fields or query."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="Model id; the default model when omitted.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`base64` returns little-endian float32 bytes, base64-encoded."
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="Truncate to this many dimensions and re-normalise."
+    )
+
+
+class EmbeddingsRequest(EmbeddingOptions):
+    """OpenAI-compatible: `input` holds base64 images or `data:image/…;base64,` URIs."""
+
+    input: str | list[str] = Field(
+        description="One image or a list of 1..32, each base64 or a data URI."
+    )
+    user: str | None = Field(
+        None, description="Accepted for OpenAI compatibility; ignored and never stored."
+    )
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+    images: int
+    cached_images: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[EmbeddingItem]
+    usage: EmbeddingsUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    task: str
+    dimensions: int
+    version: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None
+    request_id: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+def error_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error codes, grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ERROR_CODES[code].status, []).append(code)
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": "; ".join(
+                f"`{code}`: {ERROR_CODES[code].description}" for code in sorted(names)
+            ),
+        }
+        for status, names in sorted(by_status.items())
+    }
+
+
+AUTH_ERRORS = ("missing_api_key", "invalid_api_key", "account_suspended", "insufficient_scope")
+IMAGE_ERRORS = (
+    "payload_too_large",
+    "unsupported_media_type",
+    "invalid_image",
+    "image_too_large",
+    "too_many_frames",
+    "image_decode_timeout",
+    "too_many_images",
+    "invalid_request",
+    "overloaded",
+    "internal_error",
+)
+
+
+def image_request_body(json_model: type[BaseModel], form_fields: dict[str, str]) -> dict[str, Any]:
+    """`openapi_extra` for an image endpoint: the body is read by hand (to check the key before
+    reading it and to keep it in memory), so its three forms are declared here."""
+    form_properties: dict[str, Any] = {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    }
+    form_properties.update(
+        {name: {"type": "string", "description": text} for name, text in form_fields.items()}
+    )
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": json_model.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": form_properties}
+                },
+                "image/jpeg": binary,
+                "image/png": binary,
+                "image/webp": binary,
+                "image/gif": binary,
+                "image/bmp": binary,
+            },
+        }
+    }

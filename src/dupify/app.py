@@ -1,0 +1,95 @@
+"""create_app(settings): the lifespan builds the database, decoder, models and usage log; mounts the API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from dupify import __version__
+from dupify.api.routes import router as api_router
+from dupify.config import Settings
+from dupify.db import create_db_engine, session_factory
+from dupify.errors import install_error_handlers
+from dupify.images.decoder import Decoder
+from dupify.middleware import RequestContextMiddleware
+from dupify.runtime import Runtime
+from dupify.secret import server_secret
+from dupify.usage.recorder import UsageRecorder
+from dupify.vision.registry import ModelRegistry
+
+log = logging.getLogger("dupify")
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    decoder: Decoder | None = None,
+    registry: ModelRegistry | None = None,
+) -> FastAPI:
+    """The application. A `decoder` or `registry` passed in is shared and left running on exit
+    (tests build them once per session); otherwise the app owns and closes its own."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = create_db_engine(settings.database_url)
+            stack.callback(engine.dispose)
+            sessions = session_factory(engine)
+            own_decoder = decoder
+            if own_decoder is None:
+                workers = settings.inference.decode_workers or available_cores()
+                own_decoder = await asyncio.to_thread(Decoder, settings.limits, workers)
+                stack.callback(own_decoder.close)
+            own_registry = registry
+            if own_registry is None:
+                own_registry = await asyncio.to_thread(ModelRegistry, settings.inference)
+                await own_registry.start()
+                stack.push_async_callback(own_registry.stop)
+            recorder = UsageRecorder(sessions, settings.usage_log)
+            await recorder.start()
+            stack.push_async_callback(recorder.stop)
+            app.state.runtime = Runtime(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                secret=server_secret(settings),
+                decoder=own_decoder,
+                registry=own_registry,
+                recorder=recorder,
+            )
+            log.info("dupify %s ready (%s)", __version__, settings.env.value)
+            yield
+
+    app = FastAPI(
+        title="Dupify",
+        version=__version__,
+        summary="Image embeddings and analysis, with a privacy policy kept by code.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(api_router)
+
+    def current_recorder() -> UsageRecorder | None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        return runtime.recorder if runtime else None
+
+    app.add_middleware(
+        RequestContextMiddleware, recorder=current_recorder, header=settings.request_id_header
+    )
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory `dupify serve` gives uvicorn: settings from DUPIFY_* and `.env`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return create_app(Settings())

@@ -1,0 +1,24 @@
+"""The long-lived parts of one server process, built once at start-up and handed to requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from dupify.config import Settings
+from dupify.images.decoder import Decoder
+from dupify.usage.recorder import UsageRecorder
+from dupify.vision.registry import ModelRegistry
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    secret: bytes
+    decoder: Decoder
+    registry: ModelRegistry
+    recorder: UsageRecorder
