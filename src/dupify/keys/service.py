@@ -110,7 +110,7 @@ def authenticate(
     ).first()
     if row is None:
         return Rejection.unknown
-    key, account = row.tuple()
+    key, account = row[0], row[1]
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         return Rejection.inactive
     if key.suspended_at is not None or account.suspended_at is not None:

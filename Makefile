@@ -1,0 +1,53 @@
+# Dupify: `make run` serves on embedded defaults, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+TEST_INSTALLED := $(VENV)/.test-installed
+
+.PHONY: install install-test run test check format lint types bench services clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALLED): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(TEST_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(INSTALLED)
+
+install-test: $(TEST_INSTALLED)
+
+run: install
+	$(BIN)/dupify migrate
+	$(BIN)/dupify serve
+
+services:
+	scripts/ensure-services.sh
+
+test: install-test services
+	$(BIN)/python -m pytest
+
+format:
+	$(BIN)/ruff format src tests bench
+
+lint: install-test
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+types: install-test
+	$(BIN)/mypy
+
+check: lint types test
+
+bench: install-test
+	$(BIN)/python bench/bench_embeddings.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts
