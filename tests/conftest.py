@@ -123,14 +123,12 @@ class Api:
 def api_factory(
     database_url: str, decoder: Decoder, registry: ModelRegistry
 ) -> Callable[..., Any]:
-    """Build an app over the test database; `decoder=None` in overrides gives it its own."""
+    """Build an app over the test database; pass `decoder=` for one with other limits."""
 
     def build(**overrides: Any) -> _ApiContext:
-        own_decoder = overrides.pop("own_decoder", False)
+        chosen_decoder = overrides.pop("decoder", decoder)
         settings = make_settings(database_url, **overrides)
-        app = create_app(
-            settings, decoder=None if own_decoder else decoder, registry=registry
-        )
+        app = create_app(settings, decoder=chosen_decoder, registry=registry)
         return _ApiContext(app, settings)
 
     return build

@@ -50,6 +50,7 @@ def create_app(
                 workers = settings.inference.decode_workers or available_cores()
                 own_decoder = await asyncio.to_thread(Decoder, settings.limits, workers)
                 stack.callback(own_decoder.close)
+                await asyncio.to_thread(own_decoder.warm_up)
             own_registry = registry
             if own_registry is None:
                 own_registry = await asyncio.to_thread(ModelRegistry, settings.inference)
