@@ -80,20 +80,21 @@ def serve(
     import uvicorn
 
     settings = load_settings()
+    bind_host, bind_port = host or settings.host, port or settings.port
     if not settings.is_production:
-        _bootstrap_development_account(settings)
+        _bootstrap_development_account(settings, f"http://{bind_host}:{bind_port}")
     uvicorn.run(
         "dupify.app:app_from_environment",
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=bind_host,
+        port=bind_port,
         workers=workers,
         log_level=settings.log_level,
         proxy_headers=False,
     )
 
 
-def _bootstrap_development_account(settings: Settings) -> None:
+def _bootstrap_development_account(settings: Settings, base_url: str) -> None:
     """First development start: one local account and a key, printed once (never in production)."""
     with unit_of_work(settings) as session:
         if accounts.list_accounts(session):
@@ -108,13 +109,12 @@ def _bootstrap_development_account(settings: Settings) -> None:
         created = keys.create_key(
             session, account, secret=server_secret(settings), name="first key"
         )
-    base = f"http://{settings.host}:{settings.port}"
     console.print(f"Created the local account [bold]{DEV_ACCOUNT_EMAIL}[/bold] and an API key.")
     console.print("Your API key (shown once, keep it):")
     console.print(created.secret, highlight=False, soft_wrap=True)
     console.print(
         f"Try: curl -H 'Authorization: Bearer {created.secret}' "
-        f"-F file=@photo.jpg {base}/v1/embeddings",
+        f"-F file=@photo.jpg {base_url}/v1/embeddings",
         highlight=False,
         soft_wrap=True,
     )

@@ -1,0 +1,186 @@
+"""The real thing: `dupify migrate && dupify serve` in a fresh directory, as `make run` does it,
+then HTTP from outside the process, the official OpenAI client, and a graceful stop."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from openai import OpenAI
+from samples import photo_jpeg
+
+BIN = Path(sys.executable).parent
+KEY = re.compile(r"dpy_[0-9A-Za-z]{38}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DUPIFY_")}
+    env.update({"DUPIFY_INFERENCE__DECODE_WORKERS": "1", "DUPIFY_INFERENCE__INTRA_OP_THREADS": "1"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    base_url: str
+    output: list[str]
+    workdir: Path
+
+
+def start_server(workdir: Path, env: dict[str, str]) -> Server:
+    port = free_port()
+    migrate = subprocess.run(
+        [str(BIN / "dupify"), "migrate"], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    process = subprocess.Popen(
+        [str(BIN / "dupify"), "serve", "--port", str(port)],
+        cwd=workdir,
+        env={**env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", [], workdir)
+    deadline = time.monotonic() + 90
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line:
+            server.output.append(line)
+            continue
+        if process.poll() is not None:
+            raise AssertionError("server exited:\n" + "".join(server.output))
+        try:
+            if httpx.get(server.base_url + "/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("server did not come up:\n" + "".join(server.output))
+
+
+def stop_server(server: Server) -> str:
+    server.process.send_signal(signal.SIGINT)
+    remaining, _ = server.process.communicate(timeout=60)
+    return "".join(server.output) + (remaining or "")
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("fresh-clone")
+    server = start_server(workdir, clean_env())
+    yield server
+    if server.process.poll() is None:
+        stop_server(server)
+
+
+def test_first_start_prints_a_key_that_works_in_all_three_forms(dev_server: Server) -> None:
+    keys = set(KEY.findall("".join(dev_server.output)))
+    assert len(keys) == 1, "".join(dev_server.output)
+    key = keys.pop()
+    assert f"{dev_server.base_url}/v1/embeddings" in "".join(dev_server.output)
+    jpeg = photo_jpeg("astronaut")
+    auth = {"Authorization": f"Bearer {key}"}
+    url = dev_server.base_url + "/v1/embeddings"
+    responses = [
+        httpx.post(url, json={"input": base64.b64encode(jpeg).decode()}, headers=auth, timeout=30),
+        httpx.post(url, files={"file": ("a.jpg", jpeg, "image/jpeg")}, headers=auth, timeout=30),
+        httpx.post(url, content=jpeg, headers={**auth, "Content-Type": "image/jpeg"}, timeout=30),
+    ]
+    vectors = []
+    for response in responses:
+        assert response.status_code == 200, response.text
+        vectors.append(np.asarray(response.json()["data"][0]["embedding"]))
+    for vector in vectors:
+        assert vector.shape == (1024,)
+        assert abs(np.linalg.norm(vector) - 1) < 1e-4
+        np.testing.assert_allclose(vector, vectors[0], atol=1e-6)
+    assert (dev_server.workdir / "dupify.db").exists()
+
+
+def test_official_openai_client_works_unchanged(dev_server: Server) -> None:
+    key = KEY.findall("".join(dev_server.output))[0]
+    client = OpenAI(api_key=key, base_url=dev_server.base_url + "/v1")
+    uris = [
+        "data:image/jpeg;base64," + base64.b64encode(photo_jpeg(name)).decode()
+        for name in ("chelsea", "coffee")
+    ]
+    default = client.embeddings.create(model="dupify-visual-1", input=uris)
+    floats = client.embeddings.create(model="dupify-visual-1", input=uris, encoding_format="float")
+    assert [item.index for item in default.data] == [0, 1]
+    for left, right in zip(default.data, floats.data, strict=True):
+        assert len(left.embedding) == 1024
+        np.testing.assert_allclose(left.embedding, right.embedding, atol=1e-6)
+    models = client.models.list()
+    assert "dupify-visual-1" in [model.id for model in models.data]
+
+
+def test_graceful_stop_keeps_every_log_row(tmp_path: Path) -> None:
+    server = start_server(tmp_path, clean_env())
+    key = KEY.findall("".join(server.output))[0]
+    url = server.base_url + "/v1/embeddings"
+    tiny = photo_jpeg("coffee", size=(64, 64))
+    sent = 0
+    for index in range(12):
+        headers = {"Content-Type": "image/jpeg"}
+        if index % 3:
+            headers["Authorization"] = f"Bearer {key}"
+        httpx.post(url, content=tiny, headers=headers, timeout=30)
+        sent += 1
+    stop_server(server)
+    with sqlite3.connect(tmp_path / "dupify.db") as connection:
+        rows = connection.execute("SELECT status, COUNT(*) FROM request_logs GROUP BY status")
+        counts = dict(rows.fetchall())
+    assert counts == {200: 8, 401: 4}
+    assert sum(counts.values()) == sent
+
+
+def test_second_start_prints_no_key(tmp_path: Path) -> None:
+    first = start_server(tmp_path, clean_env())
+    stop_server(first)
+    second = start_server(tmp_path, clean_env())
+    output = stop_server(second)
+    assert not KEY.search(output)
+    assert "dupify key create" in output
+
+
+def test_production_needs_a_secret_and_never_prints_keys(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [str(BIN / "dupify"), "serve"],
+        cwd=tmp_path,
+        env=clean_env(DUPIFY_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "DUPIFY_SECRET_KEY" in refused.stderr + refused.stdout
+    server = start_server(
+        tmp_path, clean_env(DUPIFY_ENV="production", DUPIFY_SECRET_KEY="s" * 48)
+    )
+    output = stop_server(server)
+    assert not KEY.search(output)
+    with sqlite3.connect(tmp_path / "dupify.db") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM accounts").fetchone() == (0,)
