@@ -111,18 +111,14 @@ class Api:
             account = create_account(
                 session, email=email or f"user-{secrets.token_hex(4)}@example.com", name="Test"
             )
-            return create_key(
-                session, account, secret=TEST_SECRET.encode(), **key_options
-            ).secret
+            return create_key(session, account, secret=TEST_SECRET.encode(), **key_options).secret
 
     async def flush_usage(self) -> None:
         await self.app.state.runtime.recorder.flush()
 
 
 @pytest.fixture
-def api_factory(
-    database_url: str, decoder: Decoder, registry: ModelRegistry
-) -> Callable[..., Any]:
+def api_factory(database_url: str, decoder: Decoder, registry: ModelRegistry) -> Callable[..., Any]:
     """Build an app over the test database; pass `decoder=` for one with other limits."""
 
     def build(**overrides: Any) -> _ApiContext:

@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 
 
-def photo_jpeg(name: str = "chelsea", quality: int = 90, size: tuple[int, int] | None = None) -> bytes:
+def photo_jpeg(
+    name: str = "chelsea", quality: int = 90, size: tuple[int, int] | None = None
+) -> bytes:
     """A real photo from scikit-image, as JPEG bytes."""
     from skimage import data
 

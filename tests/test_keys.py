@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from samples import photo_jpeg
 from sqlalchemy import text
 
 from conftest import Api
 from dupify.config import UsageLogSettings
+from dupify.db import session_factory, transaction
 from dupify.keys.format import (
     BASE62,
     KEY_PATTERN,
@@ -22,7 +22,7 @@ from dupify.keys.format import (
 )
 from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError, parse_scopes, revoke_key
-from dupify.db import session_factory, transaction
+from samples import photo_jpeg
 
 
 def test_format_and_checksum() -> None:
@@ -83,7 +83,9 @@ async def test_revocation_applies_to_the_next_request(api: Api) -> None:
     key = api.new_key()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"}
     jpeg = photo_jpeg("coffee", size=(64, 64))
-    assert (await api.client.post("/v1/embeddings", content=jpeg, headers=headers)).status_code == 200
+    assert (
+        await api.client.post("/v1/embeddings", content=jpeg, headers=headers)
+    ).status_code == 200
     with transaction(session_factory(api.engine)) as session:
         record = session.query(ApiKey).one()
         revoke_key(session, record.id)

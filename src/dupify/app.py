@@ -1,4 +1,4 @@
-"""create_app(settings): the lifespan builds the database, decoder, models and usage log; mounts the API."""
+"""create_app(settings): a lifespan that builds the database, decoder, models and usage log."""
 
 from __future__ import annotations
 

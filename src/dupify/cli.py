@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated
@@ -232,7 +232,7 @@ def models_list(
     _print_rows(registry.describe(), as_json)
 
 
-def _print_rows(rows: list[dict[str, object]], as_json: bool) -> None:
+def _print_rows(rows: Sequence[Mapping[str, object]], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return

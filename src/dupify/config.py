@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./dupify.db"
     redis_url: str | None = None
     secret_key: SecretStr | None = None
-    secret_key_file: str = ".dupify-secret"
+    secret_key_file: str = ".dupify-secret"  # noqa: S105 - a path, not a secret
     smtp_url: str | None = None
     inference_url: str | None = None
     host: str = "127.0.0.1"

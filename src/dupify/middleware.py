@@ -68,7 +68,7 @@ class RequestContextMiddleware:
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope.get("headers", []):
             if name == self.header:
-                candidate = value.decode("latin-1")
+                candidate: str = value.decode("latin-1")
                 if _WELL_FORMED_ID.match(candidate):
                     return candidate
                 break

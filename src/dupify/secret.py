@@ -1,4 +1,4 @@
-"""The server secret that keys the API-key HMAC: from settings, or a generated file in development."""
+"""The server secret that keys the API-key HMAC: from settings, or a generated file in dev."""
 
 from __future__ import annotations
 

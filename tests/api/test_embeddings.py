@@ -6,9 +6,9 @@ import base64
 
 import numpy as np
 import pytest
-from samples import photo_jpeg
 
 from conftest import Api
+from samples import photo_jpeg
 
 
 def _vector(payload: dict[str, object], index: int = 0) -> np.ndarray:

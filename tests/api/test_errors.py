@@ -11,10 +11,10 @@ from datetime import timedelta
 import httpx
 import pytest
 from PIL import Image
-from samples import photo_jpeg
 
 from conftest import Api
 from dupify.keys.format import generate_key
+from samples import photo_jpeg
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -62,7 +62,9 @@ async def test_authentication_failures(api: Api) -> None:
     url = "/v1/embeddings"
 
     async def post(headers: dict[str, str]) -> httpx.Response:
-        return await api.client.post(url, content=jpeg, headers={"Content-Type": "image/jpeg", **headers})
+        return await api.client.post(
+            url, content=jpeg, headers={"Content-Type": "image/jpeg", **headers}
+        )
 
     assert_error(await post({}), 401, "missing_api_key")
     assert_error(await post({"Authorization": "Basic abc"}), 401, "invalid_api_key")

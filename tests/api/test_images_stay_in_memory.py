@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from samples import noise_png
 
 from conftest import Api
 from dupify.config import ImageLimits, MiB
 from dupify.images.decoder import Decoder
+from samples import noise_png
 
 
 class OpenRecorder:

@@ -7,11 +7,11 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from samples import photo_jpeg
 from sqlalchemy import inspect, select
 
 from dupify.db import create_db_engine
 from dupify.usage.models import RequestLog
+from samples import photo_jpeg
 
 LOG_COLUMNS = {
     "id",
@@ -39,12 +39,15 @@ async def test_a_burst_then_a_graceful_stop_logs_one_row_per_response(
         auth = {"Authorization": f"Bearer {key}"}
         requests: list[dict[str, Any]] = [
             {"method": "POST", "url": "/v1/embeddings", "json": {"input": image}, "headers": auth},
-            {"method": "POST", "url": "/v1/embeddings", "json": {"input": [image, image]},
-             "headers": auth},
+            {
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "json": {"input": [image, image]},
+                "headers": auth,
+            },
             {"method": "POST", "url": "/v1/embeddings", "json": {"input": image}},
             {"method": "POST", "url": "/v1/embeddings", "content": b"{", "headers": auth},
-            {"method": "POST", "url": "/v1/embeddings", "json": {"input": "AAAA"},
-             "headers": auth},
+            {"method": "POST", "url": "/v1/embeddings", "json": {"input": "AAAA"}, "headers": auth},
             {"method": "GET", "url": "/v1/models", "headers": auth},
             {"method": "GET", "url": "/v1/no-such-route", "headers": auth},
             {"method": "GET", "url": "/v1/embeddings", "headers": auth},

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from openai import OpenAI
+
 from samples import photo_jpeg
 
 BIN = Path(sys.executable).parent
@@ -177,9 +178,7 @@ def test_production_needs_a_secret_and_never_prints_keys(tmp_path: Path) -> None
     )
     assert refused.returncode != 0
     assert "DUPIFY_SECRET_KEY" in refused.stderr + refused.stdout
-    server = start_server(
-        tmp_path, clean_env(DUPIFY_ENV="production", DUPIFY_SECRET_KEY="s" * 48)
-    )
+    server = start_server(tmp_path, clean_env(DUPIFY_ENV="production", DUPIFY_SECRET_KEY="s" * 48))
     output = stop_server(server)
     assert not KEY.search(output)
     with sqlite3.connect(tmp_path / "dupify.db") as connection:

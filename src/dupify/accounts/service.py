@@ -33,9 +33,7 @@ def create_account(
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     if find_by_email(session, address) is not None:
         raise AccountError(f"an account with email {address} already exists")
-    account = Account(
-        id=new_id("acct"), email=address, name=name.strip(), plan=plan, role=role
-    )
+    account = Account(id=new_id("acct"), email=address, name=name.strip(), plan=plan, role=role)
     session.add(account)
     session.flush()
     return account

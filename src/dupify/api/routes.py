@@ -49,9 +49,11 @@ def _embedding_inputs(
     if body.form == "json":
         request = _validated(EmbeddingsRequest, body.json)
         items = [request.input] if isinstance(request.input, str) else request.input
-        names = ["input"] if isinstance(request.input, str) else [
-            f"input[{index}]" for index in range(len(items))
-        ]
+        names = (
+            ["input"]
+            if isinstance(request.input, str)
+            else [f"input[{index}]" for index in range(len(items))]
+        )
         _check_count(len(items), limits.max_images_embeddings, "input")
         return request, [
             (name, decode_base64_image(item, name, limits))
@@ -99,7 +101,8 @@ def _truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
         return vectors
     cut = vectors[:, :dimensions]
     norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return cut / np.maximum(norms, 1e-12)
+    normalised: np.ndarray = cut / np.maximum(norms, 1e-12)
+    return normalised
 
 
 def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:

@@ -31,7 +31,7 @@ _WHITESPACE = re.compile(rb"\s+")
 
 @dataclass
 class RequestBody:
-    """What an image request carried: JSON fields, or form fields and file parts, or one raw image."""
+    """What an image request carried: JSON fields, or form fields and files, or one raw image."""
 
     form: Literal["json", "multipart", "raw"]
     size: int
@@ -44,7 +44,7 @@ class RequestBody:
 
 
 async def read_capped_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes `max_bytes` (with or without a length)."""
+    """The whole body, refused with 413 as soon as it passes `max_bytes` (declared or not)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _body_too_large(max_bytes)
@@ -208,9 +208,7 @@ def decode_base64_image(value: object, param: str, limits: ImageLimits) -> bytes
     if match:
         payload = value[match.end() :]
     elif value.startswith("data:"):
-        raise ApiError(
-            "invalid_request", f"{param} is a data URI without ';base64,'", param=param
-        )
+        raise ApiError("invalid_request", f"{param} is a data URI without ';base64,'", param=param)
     encoded = _WHITESPACE.sub(b"", payload.encode("ascii", "replace"))
     if len(encoded) // 4 * 3 > limits.max_image_bytes + 2:
         raise _image_too_large(param, limits.max_image_bytes)

@@ -50,7 +50,7 @@ def is_well_formed(key: str) -> bool:
 
 
 def display_prefix(key: str) -> str:
-    """The first characters after `dpy_`: enough to recognise a key in a list, useless to guess it."""
+    """The first characters after `dpy_`: enough to recognise a key, useless to guess it."""
     return key[len(PREFIX) : len(PREFIX) + DISPLAY_LENGTH]
 
 

@@ -8,6 +8,7 @@ on graceful shutdown. A failed flush keeps its rows for the next attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -69,10 +70,8 @@ class UsageRecorder:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self.flush()
 
@@ -86,7 +85,9 @@ class UsageRecorder:
             try:
                 await asyncio.to_thread(self._write, rows, last_used)
             except Exception:
-                log.exception("usage log flush failed; %d rows kept for the next attempt", len(rows))
+                log.exception(
+                    "usage log flush failed; %d rows kept for the next attempt", len(rows)
+                )
                 self._rows[:0] = rows
                 for key_id, when in last_used.items():
                     self._last_used[key_id] = max(when, self._last_used.get(key_id, when))
@@ -107,10 +108,8 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()
