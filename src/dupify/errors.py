@@ -67,6 +67,11 @@ class ApiError(Exception):
         self.param = param
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Decoder workers send ApiError through a pipe; Exception's default pickling would call
+        # __init__ with args=(message,) alone, fail in the parent and break the worker pool.
+        return type(self), (self.code, self.message), self.__dict__
+
     @property
     def status(self) -> int:
         return ERROR_CODES[self.code].status
