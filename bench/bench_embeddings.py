@@ -1,0 +1,187 @@
+"""Embedding throughput, one table from one run: the model alone, the in-process pipeline
+(decode + preprocess + model) and HTTP end to end with concurrent clients, for 512 px and
+12 MP JPEGs. Medians of repeated rounds; ratios against the model alone, measured alongside.
+
+    make bench            # or: .venv/bin/python bench/bench_embeddings.py --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+from skimage import data as samples
+
+from dupify.config import ImageLimits, InferenceSettings
+from dupify.images.decoder import Decoder
+from dupify.vision.registry import ModelRegistry
+
+MODEL = "dupify-visual-1"
+KEY = re.compile(r"dpy_[0-9A-Za-z]{38}")
+
+
+def jpeg_of(size: tuple[int, int]) -> bytes:
+    photo = Image.fromarray(samples.astronaut()).resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+async def images_per_second(
+    work: Callable[[], Awaitable[int]], rounds: int
+) -> tuple[float, list[float]]:
+    await work()  # warm-up round, not counted
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        count = await work()
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates), rates
+
+
+async def model_alone(registry: ModelRegistry, batch: int, total: int) -> int:
+    model = registry.get(MODEL)
+    tensors = np.zeros((batch, *model.input_shape), dtype=np.float32)
+    for _ in range(total // batch):
+        await asyncio.to_thread(model.predict, tensors)
+    return total // batch * batch
+
+
+async def pipeline(
+    registry: ModelRegistry, decoder: Decoder, image: bytes, total: int, concurrency: int
+) -> int:
+    model = registry.get(MODEL)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with semaphore:
+            decoded = await decoder.decode(image, model.working_side)
+            tensor = await asyncio.to_thread(model.preprocess, decoded.pixels)
+            await registry.embed(MODEL, [tensor])
+
+    await asyncio.gather(*(one() for _ in range(total)))
+    return total
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[str], str, str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPIFY_")}
+    dupify = str(Path(sys.executable).parent / "dupify")
+    subprocess.run([dupify, "migrate"], cwd=workdir, env=env, check=True, capture_output=True)
+    process = subprocess.Popen(
+        [dupify, "serve", "--port", str(port)],
+        cwd=workdir,
+        env={**env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = ""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        output += process.stdout.readline()
+        if "Application startup complete" in output:
+            match = KEY.search(output)
+            assert match, output
+            return process, base, match.group(0)
+    process.kill()
+    raise RuntimeError("server did not start:\n" + output)
+
+
+async def over_http(base: str, key: str, image: bytes, total: int, concurrency: int) -> int:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"}
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+
+        async def one() -> None:
+            async with semaphore:
+                response = await client.post("/v1/embeddings", content=image, headers=headers)
+                response.raise_for_status()
+
+        await asyncio.gather(*(one() for _ in range(total)))
+    return total
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--images", type=int, default=64, help="images per round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    inference = InferenceSettings(intra_op_threads=cores)
+    registry = ModelRegistry(inference)
+    await registry.start()
+    decoder = Decoder(ImageLimits(), workers=cores)
+    decoder.warm_up()
+    photos = {"512 px": jpeg_of((512, 384)), "12 MP": jpeg_of((4000, 3000))}
+
+    rows: list[tuple[str, str, float, list[float]]] = []
+    for batch in (1, 16):
+        median, rates = await images_per_second(
+            lambda batch=batch: model_alone(registry, batch, args.images), args.rounds
+        )
+        rows.append((f"model alone, batch {batch}", "tensor", median, rates))
+    for label, image in photos.items():
+        median, rates = await images_per_second(
+            lambda image=image: pipeline(registry, decoder, image, args.images, args.concurrency),
+            args.rounds,
+        )
+        rows.append(("pipeline: decode + preprocess + model", label, median, rates))
+    await registry.stop()
+    decoder.close()
+
+    with tempfile.TemporaryDirectory() as workdir:
+        process, base, key = start_server(Path(workdir))
+        try:
+            for label, image in photos.items():
+                median, rates = await images_per_second(
+                    lambda image=image: over_http(base, key, image, args.images, args.concurrency),
+                    args.rounds,
+                )
+                rows.append((f"HTTP, {args.concurrency} concurrent clients", label, median, rates))
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=60)
+
+    baseline = rows[1][2]  # the model alone at batch 16
+    table = Table(
+        title=f"{MODEL} images/s on {cores} cores: median of {args.rounds} rounds "
+        f"of {args.images} images"
+    )
+    for column in ("stage", "input", "images/s (median)", "min..max", "x model alone (b16)"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for stage, source, median, rates in rows:
+        table.add_row(
+            stage,
+            source,
+            f"{median:.1f}",
+            f"{min(rates):.1f}..{max(rates):.1f}",
+            f"{median / baseline:.2f}",
+        )
+    Console(width=140).print(table)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
