@@ -1,0 +1,92 @@
+"""ONNX Runtime session wrapper: picks execution providers and pins threading explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def providers_for(device: str) -> list[str]:
+    """The execution providers to ask ONNX Runtime for, best first, for a configured device.
+
+    "cuda" keeps the CPU provider as a fallback for the few operators CUDA lacks; whether CUDA
+    itself is usable is checked when a session is created, not here.
+    """
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device == "cuda":
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if device == "auto":
+        if CUDA_PROVIDER in ort.get_available_providers():
+            return [CUDA_PROVIDER, CPU_PROVIDER]
+        return [CPU_PROVIDER]
+    raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class OrtSession:
+    """One ONNX Runtime inference session with explicit threads and a checked provider list."""
+
+    def __init__(
+        self, model: bytes | str | os.PathLike[str], device: str = "cpu", intra_op_threads: int = 0
+    ) -> None:
+        if intra_op_threads < 0:
+            raise ValueError("intra_op_threads must be >= 0 (0 = one per available core)")
+        requested = providers_for(device)
+        if device == "cuda" and CUDA_PROVIDER not in ort.get_available_providers():
+            raise RuntimeError(
+                "device 'cuda' was requested but this ONNX Runtime build has no "
+                f"CUDAExecutionProvider (available: {', '.join(ort.get_available_providers())}); "
+                "install onnxruntime-gpu instead of onnxruntime, or set DUPIFY_INFERENCE__DEVICE "
+                "to 'cpu' or 'auto'"
+            )
+
+        options = ort.SessionOptions()
+        # ORT's default (0) also means "all cores", but it counts physical cores of the host and
+        # ignores the affinity mask, which oversubscribes containers; so resolve it ourselves.
+        self.intra_op_threads = intra_op_threads or available_cores()
+        options.intra_op_num_threads = self.intra_op_threads
+        # One graph at a time per session; parallelism comes from intra-op threads and batching.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+        model_arg: bytes | str = model if isinstance(model, bytes) else os.fspath(model)
+        self._session = ort.InferenceSession(model_arg, sess_options=options, providers=requested)
+        self.providers: list[str] = list(self._session.get_providers())
+        # A GPU build whose CUDA libraries fail to load silently falls back to CPU; an operator who
+        # asked for "cuda" must learn that at start-up, not from a slow server.
+        if device == "cuda" and CUDA_PROVIDER not in self.providers:
+            raise RuntimeError(
+                "device 'cuda' was requested but ONNX Runtime could not initialise the CUDA "
+                f"provider (session uses {', '.join(self.providers)}); check the CUDA and cuDNN "
+                "libraries, or set DUPIFY_INFERENCE__DEVICE to 'cpu' or 'auto'"
+            )
+        self.device = "cuda" if CUDA_PROVIDER in self.providers else "cpu"
+        self.input_names: list[str] = [node.name for node in self._session.get_inputs()]
+        self.output_names: list[str] = [node.name for node in self._session.get_outputs()]
+
+    def run(
+        self, outputs: Sequence[str] | None, feeds: Mapping[str, npt.NDArray[Any]]
+    ) -> list[npt.NDArray[Any]]:
+        """Run the graph; `outputs` None means every graph output, in graph order.
+
+        Thread-safe (ONNX Runtime allows concurrent `run` calls on one session).
+        """
+        results = self._session.run(list(outputs) if outputs is not None else None, dict(feeds))
+        return [np.asarray(result) for result in results]
