@@ -7,10 +7,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TEST_SECRET
 from dupify.cli import app
 from dupify.keys.format import is_well_formed
-
-from conftest import TEST_SECRET
 
 
 @pytest.fixture

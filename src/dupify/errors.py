@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -128,9 +129,7 @@ def _from_validation_error(exc: RequestValidationError) -> ApiError:
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
     param = ".".join(location) or None
     message = str(first.get("msg", "Invalid request."))
-    return ApiError(
-        "invalid_request", f"{param}: {message}" if param else message, param=param
-    )
+    return ApiError("invalid_request", f"{param}: {message}" if param else message, param=param)
 
 
 def install_error_handlers(app: FastAPI) -> None:
