@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -25,10 +24,6 @@ from dupify.vision.registry import ModelRegistry
 log = logging.getLogger("dupify")
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -47,7 +42,7 @@ def create_app(
             sessions = session_factory(engine)
             own_decoder = decoder
             if own_decoder is None:
-                workers = settings.inference.decode_workers or available_cores()
+                workers = settings.inference.decode_workers
                 own_decoder = await asyncio.to_thread(Decoder, settings.limits, workers)
                 stack.callback(own_decoder.close)
                 await asyncio.to_thread(own_decoder.warm_up)

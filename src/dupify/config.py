@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
@@ -10,6 +11,13 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: what a setting of 0 ("one per core") resolves to."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 class Environment(StrEnum):

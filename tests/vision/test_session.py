@@ -10,13 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from dupify.vision.session import (
-    CPU_PROVIDER,
-    CUDA_PROVIDER,
-    OrtSession,
-    available_cores,
-    providers_for,
-)
+from dupify.config import available_cores
+from dupify.vision.session import CPU_PROVIDER, CUDA_PROVIDER, OrtSession, providers_for
 
 HAS_CUDA = CUDA_PROVIDER in ort.get_available_providers()
 

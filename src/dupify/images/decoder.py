@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import wait
 from typing import TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
-from dupify.config import ImageLimits
+from dupify.config import ImageLimits, available_cores
 from dupify.errors import ApiError
 from dupify.images.decode import DecodedImage, decode_image
 
@@ -31,12 +30,6 @@ def _prepare_worker() -> None:
     Image.init()
 
 
-def _available_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 class Decoder:
     """Decodes uploads in worker processes so a slow or crashing codec never stalls the server.
 
@@ -48,7 +41,7 @@ class Decoder:
     def __init__(self, limits: ImageLimits, workers: int) -> None:
         """`workers` processes; 0 means one per CPU core available to this process."""
         self._limits = limits
-        self._workers = workers if workers > 0 else _available_cores()
+        self._workers = workers if workers > 0 else available_cores()
         self._closed = False
         self._pool = self._new_pool()
 

@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from dupify.config import available_cores
+
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 DEVICES = ("cpu", "cuda", "auto")
@@ -30,13 +32,6 @@ def providers_for(device: str) -> list[str]:
             return [CUDA_PROVIDER, CPU_PROVIDER]
         return [CPU_PROVIDER]
     raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 class OrtSession:
