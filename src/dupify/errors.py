@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +125,9 @@ def _from_http_exception(exc: StarletteHTTPException) -> ApiError:
     return ApiError("invalid_request", str(exc.detail), headers=headers)
 
 
-def _from_validation_error(exc: RequestValidationError) -> ApiError:
-    first = exc.errors()[0] if exc.errors() else {}
+def invalid_request_from(errors: Sequence[Any]) -> ApiError:
+    """The first of pydantic's validation errors as `invalid_request`, naming the field at fault."""
+    first = errors[0] if errors else {}
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
     param = ".".join(location) or None
     message = str(first.get("msg", "Invalid request."))
@@ -145,7 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(request, _from_validation_error(exc))
+        return error_response(request, invalid_request_from(exc.errors()))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)

@@ -24,7 +24,7 @@ from dupify.api.schemas import (
     image_request_body,
 )
 from dupify.config import ImageLimits
-from dupify.errors import ApiError
+from dupify.errors import ApiError, invalid_request_from
 from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
 from dupify.keys.service import Principal
 from dupify.runtime import Runtime
@@ -37,9 +37,7 @@ def _validated(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise ApiError("invalid_request", f"{param}: {first['msg']}", param=param) from exc
+        raise invalid_request_from(exc.errors()) from exc
 
 
 def _embedding_inputs(
