@@ -1,8 +1,31 @@
 """Imports every table so `Base.metadata` is complete (Alembic and the schema tests use it)."""
 
-from dupify.accounts.models import Account
+from dupify.accounts.models import (
+    Account,
+    DeletionTombstone,
+    OneTimeToken,
+    PolicyAcknowledgement,
+    WebSession,
+)
+from dupify.audit.models import AuditEvent
 from dupify.db import Base
-from dupify.keys.models import ApiKey
+from dupify.jobs.models import JobLease
+from dupify.keys.models import AbuseFlag, ApiKey
+from dupify.mail.models import OutboxMessage, PolicyNotice
 from dupify.usage.models import RequestLog
 
-__all__ = ["Account", "ApiKey", "Base", "RequestLog"]
+__all__ = [
+    "AbuseFlag",
+    "Account",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "DeletionTombstone",
+    "JobLease",
+    "OneTimeToken",
+    "OutboxMessage",
+    "PolicyAcknowledgement",
+    "PolicyNotice",
+    "RequestLog",
+    "WebSession",
+]

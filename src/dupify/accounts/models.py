@@ -1,10 +1,10 @@
-"""The account table: exactly the personal data the privacy policy names, and nothing more."""
+"""The account table (exactly the personal data the policy names) and what hangs off an account."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dupify.db import Base, UtcDateTime, utcnow
@@ -25,3 +25,55 @@ class Account(Base):
     suspended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebSession(Base):
+    """A portal sign-in: the cookie holds a random token, the table only its keyed hash."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # HMAC of the cookie token
+    account_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class OneTimeToken(Base):
+    """An emailed link (verify email, reset password, confirm a new email), stored hashed."""
+
+    __tablename__ = "one_time_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(30))  # verify_email | reset_password | change_email
+    new_email: Mapped[str | None] = mapped_column(String(320), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class PolicyAcknowledgement(Base):
+    """That an account has seen a policy version (the portal banner stops showing)."""
+
+    __tablename__ = "policy_acknowledgements"
+
+    account_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    acknowledged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DeletionTombstone(Base):
+    """That an account was deleted, and when: deliberately no id, email or name."""
+
+    __tablename__ = "deletion_tombstones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    initiated_by: Mapped[str] = mapped_column(String(20))  # self | operator

@@ -1,0 +1,1 @@
+"""The security audit log: one row per security event, visible to operators."""

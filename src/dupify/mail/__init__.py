@@ -1,0 +1,1 @@
+"""Email: the outbox table, SMTP delivery with retries, announcements and policy notices."""
