@@ -59,6 +59,23 @@ class UsageLogSettings(BaseModel):
     retention: timedelta = timedelta(days=90)
 
 
+class PortalSettings(BaseModel):
+    """The developer portal: sign-in sessions, emailed links, throttling and who to contact."""
+
+    # Base of the links in emails (e.g. https://dupify.example.com); default: the request's own.
+    public_url: str | None = None
+    # Behind a TLS-terminating proxy: believe its X-Forwarded-Proto (cookies get __Host-/Secure).
+    trust_forwarded_proto: bool = False
+    session_lifetime: timedelta = timedelta(days=14)
+    session_idle_timeout: timedelta = timedelta(days=2)
+    email_link_lifetime: timedelta = timedelta(hours=24)
+    reset_link_lifetime: timedelta = timedelta(hours=1)
+    login_attempts: int = Field(5, gt=0, description="per email and client address per window")
+    login_attempts_per_address: int = Field(50, gt=0, description="per client address per window")
+    login_window: timedelta = timedelta(minutes=15)
+    contact_email: str = "support@dupifyapp.com"
+
+
 class Settings(BaseSettings):
     """The whole configuration of one Dupify deployment."""
 
@@ -86,6 +103,7 @@ class Settings(BaseSettings):
     limits: ImageLimits = ImageLimits()
     inference: InferenceSettings = InferenceSettings()
     usage_log: UsageLogSettings = UsageLogSettings()
+    portal: PortalSettings = PortalSettings()
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
