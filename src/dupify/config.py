@@ -76,6 +76,36 @@ class PortalSettings(BaseModel):
     contact_email: str = "support@dupifyapp.com"
 
 
+class MailSettings(BaseModel):
+    """The outbox sender: who mail is from, how often it looks, and how it retries."""
+
+    from_address: str = "Dupify <no-reply@dupify.localhost>"
+    poll_interval_s: float = Field(5.0, gt=0, description="a wake-up also comes on each enqueue")
+    batch_size: int = Field(50, gt=0)
+    max_attempts: int = Field(8, gt=0, description="then the message is marked failed")
+    retry_base_s: float = Field(30.0, gt=0, description="back-off: base * 2**(attempt-1)")
+    retry_max_s: float = Field(3600.0, gt=0)
+    # A claimed message is due again after this if its sender died mid-send (at-least-once).
+    claim_lease_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0, description="SMTP connect and command timeout")
+
+
+class AbuseSettings(BaseModel):
+    """Key-guessing throttle and per-key spike flags (PRIVACY row 8)."""
+
+    bad_key_attempts: int = Field(
+        20, gt=0, description="invalid keys per client address per window"
+    )
+    bad_key_window: timedelta = timedelta(minutes=10)
+    # A key is flagged when it hits its rate limit this many times within the spike window ...
+    rate_limit_hits_to_flag: int = Field(20, gt=0)
+    # ... or when its requests in one window exceed this multiple of its recent average.
+    spike_factor: float = Field(10.0, gt=1)
+    spike_min_requests: int = Field(300, gt=0, description="below this a window is never a spike")
+    spike_window: timedelta = timedelta(minutes=5)
+    spike_baseline_windows: int = Field(12, gt=0, description="windows averaged for the baseline")
+
+
 class Settings(BaseSettings):
     """The whole configuration of one Dupify deployment."""
 
@@ -104,6 +134,10 @@ class Settings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     usage_log: UsageLogSettings = UsageLogSettings()
     portal: PortalSettings = PortalSettings()
+    mail: MailSettings = MailSettings()
+    abuse: AbuseSettings = AbuseSettings()
+    # The privacy policy version in force; raising it emails every account once (PRIVACY row 18).
+    policy_version: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
