@@ -106,6 +106,17 @@ class AbuseSettings(BaseModel):
     spike_baseline_windows: int = Field(12, gt=0, description="windows averaged for the baseline")
 
 
+class RetentionSettings(BaseModel):
+    """How long data is kept (PRIVACY rows 4, 10); request logs: `usage_log.retention`."""
+
+    audit_events: timedelta = timedelta(days=90)
+    sent_or_failed_mail: timedelta = timedelta(days=30)
+    resolved_abuse_flags: timedelta = timedelta(days=90)
+    # The in-server scheduler runs every rule this often, once per deployment (a lease row).
+    interval: timedelta = timedelta(hours=1)
+    scheduler_enabled: bool = True
+
+
 class Settings(BaseSettings):
     """The whole configuration of one Dupify deployment."""
 
@@ -136,6 +147,7 @@ class Settings(BaseSettings):
     portal: PortalSettings = PortalSettings()
     mail: MailSettings = MailSettings()
     abuse: AbuseSettings = AbuseSettings()
+    retention: RetentionSettings = RetentionSettings()
     # The privacy policy version in force; raising it emails every account once (PRIVACY row 18).
     policy_version: int = Field(1, ge=1)
 
