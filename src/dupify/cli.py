@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -75,14 +76,24 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS, TLS 1.3 only.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
 ) -> None:
     """Serve the API (development: creates a local account and prints a key on first start)."""
     import uvicorn
 
+    from dupify.tls import tls13_only_context
+
     settings = load_settings()
+    if (tls_cert is None) != (tls_key is None):
+        errors.print("[red]error:[/red] --tls-cert and --tls-key go together")
+        raise typer.Exit(2)
+    scheme = "https" if tls_cert else "http"
     bind_host, bind_port = host or settings.host, port or settings.port
     if not settings.is_production:
-        _bootstrap_development_account(settings, f"http://{bind_host}:{bind_port}")
+        _bootstrap_development_account(settings, f"{scheme}://{bind_host}:{bind_port}")
     uvicorn.run(
         "dupify.app:app_from_environment",
         factory=True,
@@ -91,6 +102,9 @@ def serve(
         workers=workers,
         log_level=settings.log_level,
         proxy_headers=False,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        ssl_context_factory=tls13_only_context if tls_cert else None,
     )
 
 
@@ -154,6 +168,82 @@ def account_list(
             for account in accounts.list_accounts(session)
         ]
     _print_rows(rows, as_json)
+
+
+@account_app.command("delete")
+def account_delete(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an account and every datum about it; a tombstone without personal data remains."""
+    import asyncio
+
+    from dupify.accounts import lifecycle
+
+    settings = load_settings()
+    with unit_of_work(settings) as session:
+        account_id = accounts.require_by_email(session, email).id
+    if not yes and not typer.confirm(f"Delete {email} and all its data? This cannot be undone"):
+        raise typer.Exit(1)
+    engine = create_db_engine(settings.database_url)
+    try:
+        report = asyncio.run(
+            lifecycle.delete_account(
+                session_factory(engine),
+                account_id,
+                initiated_by="operator",
+            )
+        )
+    except lifecycle.AccountNotFound:
+        errors.print("[red]error:[/red] the account was deleted meanwhile")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    removed = sum(report.rows_removed.values())
+    console.print(
+        f"deleted the account: {removed} rows, {report.store_entries_removed} cache/limit entries"
+    )
+
+
+@account_app.command("export")
+def account_export(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    output: Annotated[
+        Path | None, typer.Option(help="Write the JSON to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print every stored datum about an account as JSON (the same as the portal's download)."""
+    from dupify.accounts import lifecycle
+
+    with unit_of_work(load_settings()) as session:
+        account = accounts.require_by_email(session, email)
+        document = json.dumps(lifecycle.export_account(session, account.id), indent=2)
+    if output is None:
+        sys.stdout.write(document + "\n")
+        return
+    output.write_text(document + "\n", encoding="utf-8")
+    console.print(f"wrote the export to {output}", highlight=False)
+
+
+@app.command()
+def purge() -> None:
+    """Run every retention rule now and print what it removed."""
+    from dupify.jobs import retention
+
+    settings = load_settings()
+    engine = create_db_engine(settings.database_url)
+    try:
+        removed = retention.run_database_rules(session_factory(engine), settings)
+    finally:
+        engine.dispose()
+    table = Table("rule", "removes", "rows removed")
+    for rule, (name, count) in zip(retention.RULES, removed, strict=True):
+        table.add_row(name, rule.removes, str(count))
+    console.print(table)
+    console.print(
+        "(expired result-cache entries: the embedded cache purges itself inside the server; "
+        "Redis drops them by TTL)"
+    )
 
 
 @key_app.command("create")

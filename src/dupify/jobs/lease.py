@@ -1,0 +1,56 @@
+"""A job lease in the database: one process of the whole deployment runs a scheduled job.
+
+Taking the lease is a single conditional UPDATE (or an INSERT that does nothing on conflict when
+the row does not exist yet), so two processes that race see exactly one winner on SQLite and
+PostgreSQL alike, without advisory locks or a second service.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dupify.jobs.models import JobLease
+
+
+def try_acquire(
+    session: Session,
+    name: str,
+    *,
+    holder: str,
+    now: datetime,
+    hold_for: timedelta,
+    min_interval: timedelta = timedelta(0),
+) -> bool:
+    """Take the lease `name` until `now + hold_for` if it is free (expired, or ours) and the job
+    last ran at least `min_interval` ago. The caller commits; True means this process runs."""
+    claim = (
+        update(JobLease)
+        .where(JobLease.name == name)
+        .where(or_(JobLease.expires_at <= now, JobLease.holder == holder))
+        .where(or_(JobLease.last_run_at.is_(None), JobLease.last_run_at <= now - min_interval))
+        .values(holder=holder, expires_at=now + hold_for)
+    )
+    if cast(CursorResult[Any], session.execute(claim)).rowcount == 1:
+        return True
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    first = (
+        insert(JobLease)
+        .values(name=name, holder=holder, expires_at=now + hold_for, last_run_at=None)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    return cast(CursorResult[Any], session.execute(first)).rowcount == 1
+
+
+def finish(session: Session, name: str, *, holder: str, now: datetime) -> None:
+    """Record the run and free the lease at once (the next run waits for `min_interval`)."""
+    session.execute(
+        update(JobLease)
+        .where(JobLease.name == name, JobLease.holder == holder)
+        .values(last_run_at=now, expires_at=now)
+    )
