@@ -15,6 +15,9 @@ from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
 from dupify.errors import install_error_handlers
 from dupify.images.decoder import Decoder
+from dupify.jobs.retention import RetentionScheduler
+from dupify.metrics import Metrics, MetricsMiddleware
+from dupify.metrics import router as metrics_router
 from dupify.middleware import RequestContextMiddleware
 from dupify.runtime import Runtime
 from dupify.secret import server_secret
@@ -63,6 +66,10 @@ def create_app(
                 registry=own_registry,
                 recorder=recorder,
             )
+            if settings.retention.scheduler_enabled:
+                scheduler = RetentionScheduler(sessions, settings)
+                await scheduler.start()
+                stack.push_async_callback(scheduler.stop)
             log.info("dupify %s ready (%s)", __version__, settings.env.value)
             yield
 
@@ -74,6 +81,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(metrics_router)
 
     def current_recorder() -> UsageRecorder | None:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
@@ -82,6 +90,14 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware, recorder=current_recorder, header=settings.request_id_header
     )
+
+    def current_models() -> ModelRegistry | None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        return runtime.registry if runtime else None
+
+    app.state.metrics = Metrics(current_models)
+    # Outermost, so even the last-resort 500 is counted.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 
 
