@@ -1,0 +1,234 @@
+"""Outbox delivery against a real SMTP server: sent, retried with back-off, failed, claimed once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from conftest import make_settings
+from dupify.config import Environment, MailSettings
+from dupify.db import create_db_engine, session_factory, transaction
+from dupify.mail.delivery import MailSender, claim_due, parse_smtp_url, retry_delay
+from dupify.mail.models import OutboxMessage
+from dupify.mail.outbox import OutboxError, enqueue
+from smtp_sink import SmtpSink, free_port, running_sink
+
+FAST = {"poll_interval_s": 0.05, "retry_base_s": 0.1, "retry_max_s": 0.4, "timeout_s": 5}
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = create_db_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with running_sink(SmtpSink(free_port())) as running:
+        yield running
+
+
+def queue(sessions: sessionmaker[Session], to: str = "dev@example.com", **extra: str) -> str:
+    with transaction(sessions) as session:
+        message = enqueue(
+            session,
+            kind=extra.get("kind", "verification"),
+            to_address=to,
+            subject=extra.get("subject", "Confirm your email"),
+            body=extra.get("body", "Open https://dupify.test/verify?t=abc to confirm.\n"),
+        )
+        return message.id
+
+
+def row(sessions: sessionmaker[Session], message_id: str) -> OutboxMessage:
+    with sessions() as session:
+        found = session.get(OutboxMessage, message_id)
+        assert found is not None
+        return found
+
+
+async def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    """Poll until `condition` holds; the limit only stops a broken test from hanging."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_queued_message_is_delivered_by_smtp(
+    database_url: str, sessions: sessionmaker[Session], sink: SmtpSink
+) -> None:
+    settings = make_settings(database_url, smtp_url=sink.url, mail=MailSettings(**FAST))
+    sender = MailSender(sessions, settings)
+    await sender.start()
+    try:
+        message_id = queue(sessions, to="ada@example.com")
+        await wait_for(lambda: row(sessions, message_id).state == "sent", "the message is sent")
+    finally:
+        await sender.stop()
+    [received] = sink.to("ada@example.com")
+    assert received.message["Subject"] == "Confirm your email"
+    assert received.message["From"] == settings.mail.from_address
+    assert received.sender == "no-reply@dupify.localhost"
+    assert "https://dupify.test/verify?t=abc" in received.body
+    stored = row(sessions, message_id)
+    assert stored.attempts == 1 and stored.sent_at is not None and stored.last_error is None
+
+
+async def test_the_sender_is_woken_by_a_commit_not_the_poll(
+    database_url: str, sessions: sessionmaker[Session], sink: SmtpSink
+) -> None:
+    # A poll interval far longer than the test's patience: only the wake-up can deliver.
+    mail = MailSettings(**{**FAST, "poll_interval_s": 3600})
+    sender = MailSender(sessions, make_settings(database_url, smtp_url=sink.url, mail=mail))
+    await sender.start()
+    try:
+        await asyncio.sleep(0.1)  # the sender has found nothing and gone to sleep
+        message_id = queue(sessions)
+        await wait_for(lambda: row(sessions, message_id).state == "sent", "woken delivery")
+    finally:
+        await sender.stop()
+
+
+async def test_smtp_credentials_from_the_url_are_used(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    with running_sink(SmtpSink(free_port(), login=("mailer", "p@ss:word"))) as sink:
+        settings = make_settings(database_url, smtp_url=sink.url, mail=MailSettings(**FAST))
+        message_id = queue(sessions)
+        report = await MailSender(sessions, settings).deliver_all_due()
+        assert report.sent == 1 and row(sessions, message_id).state == "sent"
+        assert sink.logins == ["mailer"] and len(sink.received) == 1
+
+
+async def test_a_down_server_means_retries_with_back_off_then_delivery(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    port = free_port()  # nothing listens here yet
+    settings = make_settings(
+        database_url, smtp_url=f"smtp://127.0.0.1:{port}", mail=MailSettings(**FAST)
+    )
+    sender = MailSender(sessions, settings)
+    message_id = queue(sessions, to="grace@example.com")
+    await sender.start()
+    try:
+        await wait_for(lambda: row(sessions, message_id).attempts >= 3, "three failed attempts")
+        failing = row(sessions, message_id)
+        assert failing.state == "pending" and failing.last_error is not None
+        with running_sink(SmtpSink(port)) as sink:
+            await wait_for(lambda: row(sessions, message_id).state == "sent", "delivery")
+            assert len(sink.to("grace@example.com")) == 1
+    finally:
+        await sender.stop()
+    delivered = row(sessions, message_id)
+    assert delivered.attempts >= 4 and delivered.last_error is None
+
+
+async def test_after_the_last_attempt_a_message_is_failed(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    mail = MailSettings(**{**FAST, "max_attempts": 2, "retry_base_s": 0.01})
+    settings = make_settings(database_url, smtp_url=f"smtp://127.0.0.1:{free_port()}", mail=mail)
+    sender = MailSender(sessions, settings)
+    message_id = queue(sessions)
+    first = await sender.deliver_all_due()
+    assert (first.retrying, row(sessions, message_id).state) == (1, "pending")
+    await asyncio.sleep(0.05)  # past the 0.01 s back-off
+    second = await sender.deliver_all_due()
+    assert second.failed == 1
+    failed = row(sessions, message_id)
+    assert (failed.state, failed.attempts) == ("failed", 2)
+    assert failed.last_error
+
+
+async def test_a_message_is_claimed_by_one_sender_only(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    ids = {queue(sessions, to=f"user{n}@example.com") for n in range(30)}
+    mail = MailSettings(batch_size=7)
+    now = (row(sessions, next(iter(ids))).created_at) + timedelta(seconds=1)
+    claims = await asyncio.gather(
+        *(asyncio.to_thread(claim_due, sessions, mail, now) for _ in range(6))
+    )
+    claimed = [message.id for batch in claims for message in batch]
+    assert len(claimed) == len(set(claimed))  # nobody got a message twice
+    assert set(claimed) <= ids
+    # A second round later takes the rest; what was claimed is not due again within the lease.
+    rest = claim_due(sessions, MailSettings(batch_size=100), now)
+    assert {message.id for message in rest} == ids - set(claimed)
+
+
+async def test_without_smtp_development_mail_goes_to_the_log(
+    database_url: str, sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(database_url, mail=MailSettings(**FAST))
+    message_id = queue(sessions, to="dev@example.com")
+    with caplog.at_level(logging.INFO, logger="dupify.mail"):
+        report = await MailSender(sessions, settings).deliver_all_due()
+    assert report.sent == 1 and row(sessions, message_id).state == "sent"
+    assert "dev@example.com" in caplog.text
+    assert "https://dupify.test/verify?t=abc" in caplog.text
+
+
+async def test_without_smtp_production_mail_is_failed_and_kept_out_of_the_log(
+    database_url: str, sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(database_url, mail=MailSettings(**FAST)).model_copy(
+        update={"env": Environment.production}
+    )
+    message_id = queue(sessions, to="prod@example.com")
+    with caplog.at_level(logging.INFO, logger="dupify.mail"):
+        report = await MailSender(sessions, settings).deliver_all_due()
+    assert report.failed == 1
+    stored = row(sessions, message_id)
+    assert stored.state == "failed" and "DUPIFY_SMTP_URL" in (stored.last_error or "")
+    assert "prod@example.com" not in caplog.text and "verify?t=abc" not in caplog.text
+
+
+def test_the_smtp_url_forms() -> None:
+    plain = parse_smtp_url("smtp://mail.example.com")
+    assert (plain.port, plain.use_tls, plain.start_tls, plain.username) == (25, False, None, None)
+    implicit = parse_smtp_url("smtps://u%40x:p%3Aw@mail.example.com")
+    assert (implicit.port, implicit.use_tls, implicit.username, implicit.password) == (
+        465,
+        True,
+        "u@x",
+        "p:w",
+    )
+    assert "p:w" not in repr(implicit)
+    required = parse_smtp_url("smtp+starttls://mail.example.com:2525")
+    assert (required.port, required.start_tls) == (2525, True)
+    with pytest.raises(ValueError, match="DUPIFY_SMTP_URL"):
+        parse_smtp_url("http://mail.example.com")
+
+
+def test_back_off_doubles_up_to_its_cap() -> None:
+    mail = MailSettings(retry_base_s=30, retry_max_s=300)
+    delays = [retry_delay(attempt, mail).total_seconds() for attempt in range(1, 7)]
+    assert delays == [30, 60, 120, 240, 300, 300]
+
+
+def test_enqueue_refuses_unknown_kinds_and_header_injection(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        with pytest.raises(OutboxError):
+            enqueue(session, kind="spam", to_address="a@example.com", subject="s", body="b")
+        with pytest.raises(OutboxError):
+            enqueue(
+                session, kind="security", to_address="a@example.com\nBcc: x", subject="s", body="b"
+            )
+        with pytest.raises(OutboxError):
+            enqueue(
+                session, kind="security", to_address="a@example.com", subject="s\nBcc: x", body="b"
+            )
+        assert session.scalars(select(OutboxMessage)).all() == []
