@@ -1,0 +1,1 @@
+"""The developer portal: server-rendered pages with sessions, CSRF and security headers."""

@@ -1,0 +1,303 @@
+"""Sign-up, email confirmation, sign-in, sign-out and password reset."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from dupify.accounts.models import Account
+from dupify.accounts.service import AccountError, create_account, find_by_email, normalise_email
+from dupify.audit.service import record_event
+from dupify.db import utcnow
+from dupify.portal import mails
+from dupify.portal.context import Visitor, member, safe_next, visitor
+from dupify.portal.passwords import (
+    PasswordRuleError,
+    check_new_password,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from dupify.portal.sessions import end_all_sessions
+from dupify.portal.throttle import login_allowed, login_succeeded, reset_allowed
+from dupify.portal.tokens import find_token, issue_token, use_token
+
+router = APIRouter(include_in_schema=False)
+NAME_MAX = 200
+AGE_REFUSAL = (
+    "You must confirm that you are 18 or older: Dupify is not for people under 18 "
+    "(see section 8 of the privacy policy)."
+)
+
+
+@router.get("/")
+def home(v: Visitor = Depends(visitor)) -> Response:
+    return v.render("index.html")
+
+
+@router.get("/signup")
+def signup_form(v: Visitor = Depends(visitor)) -> Response:
+    if v.account is not None:
+        return v.redirect("/dashboard")
+    return v.render("signup.html", errors={}, values={})
+
+
+def _signup_errors(v: Visitor) -> tuple[dict[str, str], str]:
+    errors: dict[str, str] = {}
+    email = ""
+    try:
+        email = normalise_email(v.field("email"))
+    except AccountError:
+        errors["email"] = "Enter a valid email address, like name@example.com."
+    name = v.field("name")
+    if not name:
+        errors["name"] = "Enter your name."
+    elif len(name) > NAME_MAX:
+        errors["name"] = f"The name must be at most {NAME_MAX} characters."
+    try:
+        check_new_password(v.form.get("password", ""), email=email)
+    except PasswordRuleError as exc:
+        errors["password"] = str(exc)
+    if v.form.get("age_confirmed") != "yes":
+        errors["age_confirmed"] = AGE_REFUSAL
+    return errors, email
+
+
+@router.post("/signup")
+def signup(v: Visitor = Depends(visitor)) -> Response:
+    errors, email = _signup_errors(v)
+    values = {"email": v.field("email"), "name": v.field("name")}
+    values["age_confirmed"] = v.form.get("age_confirmed", "")
+    if errors:
+        return v.render("signup.html", status=400, errors=errors, values=values)
+    password_hash = hash_password(v.form["password"])
+    with v.db() as db:
+        existing = find_by_email(db, email)
+        if existing is not None:
+            # The same answer as a new sign-up, so the form reveals no one's address.
+            mails.send_signup_attempt_notice(db, existing, v.link("/login"))
+        else:
+            account = create_account(db, email=email, name=v.field("name"))
+            account.password_hash = password_hash
+            _send_verification(v, db, account)
+    return v.redirect("/login", notice="signed_up")
+
+
+def _send_verification(v: Visitor, db: Session, account: Account) -> None:
+    token = issue_token(
+        db,
+        account_id=account.id,
+        purpose="verify_email",
+        lifetime=v.runtime.settings.portal.email_link_lifetime,
+        secret=v.secret,
+        now=utcnow(),
+    )
+    mails.send_verification(db, account, v.link(f"/verify-email/{token}"))
+
+
+@router.get("/verify-email/{token}")
+def verify_email(token: str, v: Visitor = Depends(visitor)) -> Response:
+    """Confirms a sign-up address, or a new address that then replaces the old one."""
+    with v.db() as db:
+        row = find_token(
+            db, token, purposes=("verify_email", "change_email"), secret=v.secret, now=utcnow()
+        )
+        account = db.get(Account, row.account_id) if row is not None else None
+        if row is None or account is None:
+            return v.render(
+                "message.html",
+                status=400,
+                title="This link does not work",
+                message="The link is invalid, already used or expired. Ask for a new one.",
+                link="/login",
+                link_text="Sign in",
+            )
+        use_token(row, utcnow())
+        if row.purpose == "change_email":
+            assert row.new_email is not None
+            if find_by_email(db, row.new_email) is not None:
+                return v.render(
+                    "message.html",
+                    status=409,
+                    title="That address is taken",
+                    message="Another account uses that email address now; nothing was changed.",
+                    link="/account",
+                    link_text="Back to your account",
+                )
+            account.email = row.new_email
+            record_event(db, "email_changed", actor_account_id=account.id, account_id=account.id)
+        account.email_verified_at = utcnow()
+        changed = row.purpose == "change_email"
+    if v.account is not None and v.account.id == account.id:
+        if changed:
+            return v.redirect("/account", notice="email_changed")
+        return v.redirect("/dashboard")
+    return v.redirect("/login", notice="email_changed" if changed else "verified")
+
+
+@router.post("/verify-email/resend")
+def resend_verification(v: Visitor = Depends(member)) -> Response:
+    assert v.account is not None
+    with v.db() as db:
+        account = db.get(Account, v.account.id)
+        if account is not None and account.email_verified_at is None:
+            _send_verification(v, db, account)
+    return v.redirect("/dashboard", notice="verification_sent")
+
+
+@router.get("/login")
+def login_form(next: str | None = None, v: Visitor = Depends(visitor)) -> Response:
+    if v.account is not None:
+        return v.redirect(safe_next(next))
+    return v.render("login.html", errors={}, values={}, next_path=safe_next(next))
+
+
+@router.post("/login")
+async def login(v: Visitor = Depends(visitor)) -> Response:
+    email = v.field("email").lower()
+    next_path = safe_next(v.form.get("next"))
+    values = {"email": v.field("email")}
+    if not await login_allowed(v.runtime, email, v.client_address):
+        message = (
+            "Too many sign-in attempts for this address. Wait a few minutes, or reset your "
+            "password."
+        )
+        return v.render(
+            "login.html", status=429, errors={"email": message}, values=values, next_path=next_path
+        )
+    signed_in = await asyncio.to_thread(_check_credentials, v, email, v.form.get("password", ""))
+    if isinstance(signed_in, str):
+        return v.render(
+            "login.html",
+            status=400,
+            errors={"password": signed_in},
+            values=values,
+            next_path=next_path,
+        )
+    await login_succeeded(v.runtime, email, v.client_address)
+    return v.redirect(next_path)
+
+
+def _check_credentials(v: Visitor, email: str, password: str) -> Account | str:
+    """Signs in and returns the account, or returns the message to show."""
+    wrong = "The email address or the password is not right."
+    with v.db() as db:
+        account = find_by_email(db, email) if email else None
+        matches = verify_password(account.password_hash if account else None, password)
+        if account is None or not matches:
+            record_event(db, "login_failed", account_id=account.id if account else None)
+            return wrong
+        if account.suspended_at is not None:
+            record_event(db, "login_failed", account_id=account.id, detail="suspended")
+            contact = v.runtime.settings.portal.contact_email
+            return f"This account is suspended. Contact {contact} to resolve it."
+        if account.email_verified_at is None:
+            return (
+                "Confirm your email address first: open the link we emailed you, or reset "
+                "your password to get a new link."
+            )
+        if account.password_hash and needs_rehash(account.password_hash):
+            account.password_hash = hash_password(password)
+        v.sign_in(db, account)
+        record_event(db, "login", actor_account_id=account.id, account_id=account.id)
+        return account
+
+
+@router.post("/logout")
+def logout(v: Visitor = Depends(visitor)) -> Response:
+    with v.db() as db:
+        if v.account is not None:
+            record_event(db, "logout", actor_account_id=v.account.id, account_id=v.account.id)
+        v.sign_out(db)
+    return v.redirect("/login", notice="signed_out")
+
+
+@router.get("/reset-password")
+def reset_request_form(v: Visitor = Depends(visitor)) -> Response:
+    return v.render("reset_request.html", errors={}, values={})
+
+
+@router.post("/reset-password")
+async def reset_request(v: Visitor = Depends(visitor)) -> Response:
+    email = v.field("email").lower()
+    if not email or "@" not in email:
+        return v.render(
+            "reset_request.html",
+            status=400,
+            errors={"email": "Enter the email address of your account."},
+            values={"email": email},
+        )
+    if not await reset_allowed(v.runtime, email, v.client_address):
+        return v.render(
+            "reset_request.html",
+            status=429,
+            errors={"email": "Too many reset requests. Wait a few minutes and try again."},
+            values={"email": email},
+        )
+    await asyncio.to_thread(_send_reset, v, email)
+    return v.redirect("/login", notice="reset_sent")
+
+
+def _send_reset(v: Visitor, email: str) -> None:
+    with v.db() as db:
+        account = find_by_email(db, email)
+        if account is None or account.suspended_at is not None:
+            return
+        token = issue_token(
+            db,
+            account_id=account.id,
+            purpose="reset_password",
+            lifetime=v.runtime.settings.portal.reset_link_lifetime,
+            secret=v.secret,
+            now=utcnow(),
+        )
+        mails.send_password_reset(db, account, v.link(f"/reset-password/{token}"))
+        record_event(db, "password_reset_requested", account_id=account.id)
+
+
+def _invalid_link(v: Visitor) -> Response:
+    return v.render(
+        "message.html",
+        status=400,
+        title="This link does not work",
+        message="The reset link is invalid, already used or expired. Ask for a new one.",
+        link="/reset-password",
+        link_text="Ask for a new link",
+    )
+
+
+@router.get("/reset-password/{token}")
+def reset_form(token: str, v: Visitor = Depends(visitor)) -> Response:
+    with v.db() as db:
+        row = find_token(db, token, purposes=("reset_password",), secret=v.secret, now=utcnow())
+    if row is None:
+        return _invalid_link(v)
+    return v.render("reset_form.html", errors={}, token=token)
+
+
+@router.post("/reset-password/{token}")
+def reset_password(token: str, v: Visitor = Depends(visitor)) -> Response:
+    password = v.form.get("password", "")
+    with v.db() as db:
+        row = find_token(db, token, purposes=("reset_password",), secret=v.secret, now=utcnow())
+        account = db.get(Account, row.account_id) if row is not None else None
+        if row is None or account is None:
+            return _invalid_link(v)
+        try:
+            check_new_password(password, email=account.email)
+        except PasswordRuleError as exc:
+            return v.render(
+                "reset_form.html", status=400, errors={"password": str(exc)}, token=token
+            )
+        use_token(row, utcnow())
+        account.password_hash = hash_password(password)
+        # The link proved control of the mailbox, which is what confirming the address means.
+        account.email_verified_at = account.email_verified_at or utcnow()
+        end_all_sessions(db, account.id)
+        record_event(db, "password_changed", actor_account_id=account.id, account_id=account.id)
+        mails.send_password_changed(db, account)
+        v.sign_out()
+    return v.redirect("/login", notice="password_reset")

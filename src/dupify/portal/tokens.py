@@ -1,0 +1,70 @@
+"""One-time emailed links (verify email, reset password, confirm a new email), stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from dupify.accounts.models import OneTimeToken
+
+PURPOSES = ("verify_email", "reset_password", "change_email")
+
+
+def token_hash(raw: str, secret: bytes) -> str:
+    return hmac.new(secret, b"one-time:" + raw.encode(), hashlib.sha256).hexdigest()
+
+
+def issue_token(
+    db: Session,
+    *,
+    account_id: str,
+    purpose: str,
+    lifetime: timedelta,
+    secret: bytes,
+    now: datetime,
+    new_email: str | None = None,
+) -> str:
+    """A fresh link token; earlier unused tokens of the same purpose stop working."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}")
+    db.execute(
+        delete(OneTimeToken).where(
+            OneTimeToken.account_id == account_id, OneTimeToken.purpose == purpose
+        )
+    )
+    raw = secrets.token_urlsafe(32)
+    db.add(
+        OneTimeToken(
+            token_hash=token_hash(raw, secret),
+            account_id=account_id,
+            purpose=purpose,
+            new_email=new_email,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    db.flush()
+    return raw
+
+
+def find_token(
+    db: Session, raw: str, *, purposes: tuple[str, ...], secret: bytes, now: datetime
+) -> OneTimeToken | None:
+    """The live token for a link, or None (unknown, used, expired or another purpose)."""
+    if not raw or len(raw) > 200:
+        return None
+    row = db.scalar(select(OneTimeToken).where(OneTimeToken.token_hash == token_hash(raw, secret)))
+    if row is None or row.purpose not in purposes or row.used_at is not None:
+        return None
+    if row.expires_at <= now:
+        return None
+    return row
+
+
+def use_token(row: OneTimeToken, now: datetime) -> None:
+    row.used_at = now
