@@ -200,9 +200,7 @@ def account_delete(
     finally:
         engine.dispose()
     removed = sum(report.rows_removed.values())
-    console.print(
-        f"deleted the account: {removed} rows, {report.store_entries_removed} cache/limit entries"
-    )
+    console.print(f"deleted the account: {removed} rows, {report.cached_results} cached results")
 
 
 @account_app.command("export")

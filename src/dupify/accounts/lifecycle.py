@@ -42,14 +42,16 @@ EXPORT_VERSION = 1
 Initiator = Literal["self", "operator"]
 
 
-class AccountDataStore(Protocol):
-    """Data keyed by account outside the database: the result cache, the rate-limit counters.
+class CachedResults(Protocol):
+    """The result cache (`dupify.cache`): drops the account's entries now, returns how many."""
 
-    `forget_account` removes every entry of the account at once (not left to expire) and returns
-    how many it removed; `key_ids` are the account's API keys, for stores keyed by key.
-    """
+    async def forget_account(self, account_id: str) -> int: ...
 
-    async def forget_account(self, account_id: str, key_ids: Sequence[str]) -> int: ...
+
+class LimitCounters(Protocol):
+    """The limiter (`dupify.ratelimit`): drops the account's quota and its keys' rate counters."""
+
+    async def forget_account(self, account_id: str, key_ids: Iterable[str] = ...) -> None: ...
 
 
 class AccountNotFound(LookupError):
@@ -58,11 +60,11 @@ class AccountNotFound(LookupError):
 
 @dataclass(frozen=True)
 class DeletionReport:
-    """What a deletion removed: rows per table and entries outside the database."""
+    """What a deletion removed: rows per table and result-cache entries."""
 
     deleted_at: datetime
     rows_removed: dict[str, int] = field(default_factory=dict)
-    store_entries_removed: int = 0
+    cached_results: int = 0
 
 
 async def delete_account(
@@ -71,31 +73,31 @@ async def delete_account(
     *,
     initiated_by: Initiator,
     operator_id: str | None = None,
-    stores: Sequence[AccountDataStore] = (),
+    cache: CachedResults | None = None,
+    limiter: LimitCounters | None = None,
 ) -> DeletionReport:
     """Delete the account and everything about it; raises AccountNotFound if there is none.
 
     The portal passes `initiated_by="self"`; the CLI and /admin pass `"operator"` (with the
-    operator's own account id for the audit row, never the deleted account's). `stores` are the
-    runtime's cache and limiter (`stores_of(runtime)`).
+    operator's own account id for the audit row, never the deleted account's). `cache` and
+    `limiter` are the runtime's: their entries are removed now, not left to expire. If Redis is
+    down they raise `KvUnavailable` after the rows are gone; calling again finishes the job.
     """
     rows_removed, key_ids = await asyncio.to_thread(
         _delete_rows, sessions, account_id, initiated_by, operator_id
     )
-    removed_outside = 0
-    for store in stores:
-        removed_outside += await store.forget_account(account_id, key_ids)
+    cached = await cache.forget_account(account_id) if cache is not None else 0
+    if limiter is not None:
+        await limiter.forget_account(account_id, key_ids)
     await asyncio.to_thread(_reclaim_deleted_pages, sessions)
     # Counts only: the log must not hold the deleted account's id, email or name.
     log.info(
-        "account deleted (%s): %d rows, %d cache/limit entries",
+        "account deleted (%s): %d rows, %d cached results",
         initiated_by,
         sum(rows_removed.values()),
-        removed_outside,
+        cached,
     )
-    return DeletionReport(
-        deleted_at=utcnow(), rows_removed=rows_removed, store_entries_removed=removed_outside
-    )
+    return DeletionReport(deleted_at=utcnow(), rows_removed=rows_removed, cached_results=cached)
 
 
 async def delete_account_in_runtime(
@@ -114,14 +116,9 @@ async def delete_account_in_runtime(
         account_id,
         initiated_by=initiated_by,
         operator_id=operator_id,
-        stores=stores_of(runtime),
+        cache=getattr(runtime, "cache", None),
+        limiter=getattr(runtime, "limiter", None),
     )
-
-
-def stores_of(runtime: Runtime) -> list[AccountDataStore]:
-    """The runtime's stores that hold data keyed by account (the result cache, the limiter)."""
-    candidates = (getattr(runtime, "cache", None), getattr(runtime, "limiter", None))
-    return [store for store in candidates if store is not None and hasattr(store, "forget_account")]
 
 
 def _delete_rows(
