@@ -7,7 +7,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -117,6 +117,35 @@ class RetentionSettings(BaseModel):
     scheduler_enabled: bool = True
 
 
+class Plan(BaseModel):
+    """What a plan allows: requests per minute per API key, images per calendar month (UTC)."""
+
+    requests_per_minute: int = Field(60, gt=0)
+    images_per_month: int = Field(1_000, ge=0)
+
+
+DEFAULT_PLANS: dict[str, Plan] = {
+    "free": Plan(requests_per_minute=60, images_per_month=1_000),
+    "pro": Plan(requests_per_minute=600, images_per_month=100_000),
+}
+
+
+class CacheSettings(BaseModel):
+    """The result cache (PRIVACY.md row 4): results only, never images, for at most `ttl`."""
+
+    ttl: timedelta = Field(timedelta(hours=24), gt=timedelta(0))
+    embedded_max_bytes: int = Field(256 * MiB, gt=0, description="embedded backend's memory cap")
+
+
+class RedisSettings(BaseModel):
+    """How Redis (DUPIFY_REDIS_URL) is used: tight timeouts, so a sick Redis stalls no request."""
+
+    timeout_s: float = Field(0.25, gt=0, description="connect and per-call socket timeout")
+    key_prefix: str = Field("dupify", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    probe_interval_s: float = Field(0.5, gt=0, description="first re-probe delay after a failure")
+    probe_max_interval_s: float = Field(5.0, gt=0, description="back-off ceiling for re-probes")
+
+
 class Settings(BaseSettings):
     """The whole configuration of one Dupify deployment."""
 
@@ -144,6 +173,30 @@ class Settings(BaseSettings):
     limits: ImageLimits = ImageLimits()
     inference: InferenceSettings = InferenceSettings()
     usage_log: UsageLogSettings = UsageLogSettings()
+    plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
+    cache: CacheSettings = CacheSettings()
+    redis: RedisSettings = RedisSettings()
+
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _plans_over_defaults(cls, value: object) -> object:
+        # DUPIFY_PLANS__FREE__REQUESTS_PER_MINUTE=5 arrives as {"free": {"requests_per_minute": 5}}:
+        # merge it over the defaults so one variable does not erase the other fields and plans.
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, object] = {
+            name: plan.model_dump() for name, plan in DEFAULT_PLANS.items()
+        }
+        for name, plan in value.items():
+            key = str(name).lower()
+            if isinstance(plan, Plan):
+                plan = plan.model_dump()
+            base = merged.get(key)
+            merged[key] = (
+                {**base, **plan} if isinstance(base, dict) and isinstance(plan, dict) else plan
+            )
+        return merged
+
     portal: PortalSettings = PortalSettings()
     mail: MailSettings = MailSettings()
     abuse: AbuseSettings = AbuseSettings()
@@ -163,3 +216,7 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.production
+
+    def plan(self, name: str) -> Plan:
+        """The named plan's limits; an account on a plan this deployment lacks gets `free`'s."""
+        return self.plans.get(name) or self.plans.get("free") or DEFAULT_PLANS["free"]
