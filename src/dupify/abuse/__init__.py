@@ -1,0 +1,1 @@
+"""Abuse prevention (PRIVACY row 8): suspension, the key-guessing throttle and spike flags."""
