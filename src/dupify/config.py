@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -49,6 +50,11 @@ class InferenceSettings(BaseModel):
     max_wait_ms: float = Field(5.0, ge=0)
     queue_size: int = Field(256, gt=0)
     overload_retry_after_s: int = Field(1, gt=0)
+    model_cache_dir: Path | None = Field(
+        None,
+        description="where built models are cached (dupify-semantic-1's ONNX graph); "
+        "None = $XDG_CACHE_HOME/dupify or ~/.cache/dupify",
+    )
 
 
 class UsageLogSettings(BaseModel):
