@@ -43,8 +43,10 @@ def try_acquire(
         insert(JobLease)
         .values(name=name, holder=holder, expires_at=now + hold_for, last_run_at=None)
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(JobLease.name)
     )
-    return cast(CursorResult[Any], session.execute(first)).rowcount == 1
+    # RETURNING says whether the row went in on both backends; psycopg's rowcount did not here.
+    return session.execute(first).scalar() is not None
 
 
 def finish(session: Session, name: str, *, holder: str, now: datetime) -> None:
