@@ -24,8 +24,10 @@ def set_account_suspended(
     account = session.get(Account, account_id)
     if account is None:
         raise AccountError(f"no account with id {account_id}")
+    if suspended == (account.suspended_at is not None):
+        return account  # already so: no action, no audit row
     if suspended:
-        account.suspended_at = account.suspended_at or utcnow()
+        account.suspended_at = utcnow()
         session.execute(delete(WebSession).where(WebSession.account_id == account.id))
     else:
         account.suspended_at = None
@@ -46,7 +48,9 @@ def set_key_suspended(
     key = session.get(ApiKey, key_id)
     if key is None:
         raise KeyRequestError(f"no key with id {key_id}")
-    key.suspended_at = (key.suspended_at or utcnow()) if suspended else None
+    if suspended == (key.suspended_at is not None):
+        return key
+    key.suspended_at = utcnow() if suspended else None
     record_event(
         session,
         "key_suspended" if suspended else "key_unsuspended",

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
+from dupify.audit.service import record_event
 from dupify.db import new_id, utcnow
 from dupify.keys.format import display_prefix, generate_key, hash_key, is_well_formed
 from dupify.keys.models import ApiKey
@@ -45,7 +46,10 @@ def create_key(
     name: str = "default",
     scopes: list[str] | None = None,
     expires_in: timedelta | None = None,
+    actor_account_id: str | None = None,
 ) -> CreatedKey:
+    """Create a key and its `key_created` audit row; `actor_account_id` is who asked (the account
+    itself in the portal, an operator on /admin, None from the shell)."""
     raw = generate_key()
     record = ApiKey(
         id=new_id("key"),
@@ -58,6 +62,13 @@ def create_key(
     )
     session.add(record)
     session.flush()
+    record_event(
+        session,
+        "key_created",
+        actor_account_id=actor_account_id,
+        account_id=account.id,
+        key_id=record.id,
+    )
     return CreatedKey(record=record, secret=raw)
 
 
@@ -66,15 +77,30 @@ def list_keys(session: Session, account_id: str) -> list[ApiKey]:
     return list(session.scalars(query))
 
 
-def revoke_key(session: Session, key_id: str, *, account_id: str | None = None) -> ApiKey:
-    """Revoke a key; with `account_id`, only that account's key (tenants never touch others')."""
+def revoke_key(
+    session: Session,
+    key_id: str,
+    *,
+    account_id: str | None = None,
+    actor_account_id: str | None = None,
+) -> ApiKey:
+    """Revoke a key; with `account_id`, only that account's key (tenants never touch others').
+    The first revocation writes a `key_revoked` audit row."""
     query = select(ApiKey).where(ApiKey.id == key_id)
     if account_id is not None:
         query = query.where(ApiKey.account_id == account_id)
     record = session.scalar(query)
     if record is None:
         raise KeyRequestError(f"no key with id {key_id}")
-    record.revoked_at = record.revoked_at or utcnow()
+    if record.revoked_at is None:
+        record.revoked_at = utcnow()
+        record_event(
+            session,
+            "key_revoked",
+            actor_account_id=actor_account_id,
+            account_id=record.account_id,
+            key_id=record.id,
+        )
     session.flush()
     return record
 
