@@ -12,14 +12,16 @@ Verdicts: `exact_duplicate` (tier 1), `near_duplicate` (tier 2, or cosine >= nea
 `different`.
 
 The default thresholds were measured by `bench/calibrate_duplicates.py` on 18 real photos
-(scikit-image's and scikit-learn's samples) through the real pipeline (decode_image at the
-model's working side, dupify-visual-1): the lowest cosine of an altered copy to its photo was
-0.854 (a large watermark on a motion-blurred photo; resized 50% >= 0.944, crop 80% >= 0.893,
-JPEG q30 >= 0.885, flip >= 0.964); the highest cosine between different photos, over all their
-copies, was 0.724 (99th percentile 0.673). The near-duplicate threshold sits in the middle of
-that gap (margins +0.064 / -0.066). Hash distances of resized, recompressed and watermarked
-copies were at most 10 (pHash) and 5 (dHash); different photos were never closer than 16 and
-15, and never both within 22. See docs/api.md, "Duplicate thresholds".
+(scikit-image's and scikit-learn's samples) and 7 altered copies of each, through the real
+pipeline (decode_image at the model's working side, dupify-visual-1). The lowest cosine of a
+copy to its photo was 0.855 (a large watermark on the motion-blurred `clock`; resized 50%
+>= 0.944, crop 80% >= 0.896, JPEG q30 >= 0.881, flip >= 0.964); the highest cosine between
+files of different photos was 0.724 (99th percentile 0.672, median 0.501). The near-duplicate
+threshold 0.79 is the middle of that gap (margins +0.065 and +0.066); `similar` (0.70) lies
+just above the 99th percentile of unrelated photos. Resized, recompressed and watermarked
+copies were within 8 bits (pHash) and 5 bits (dHash) of their photo; different photos were
+never closer than 16 and 15 bits, and never within 22 bits on both. See docs/api.md,
+"Duplicate thresholds".
 """
 
 from __future__ import annotations
