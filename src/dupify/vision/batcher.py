@@ -29,7 +29,7 @@ class BatcherStats:
 
     name: str
     batches: int
-    items: int
+    items: int  # images run through `predict` (one per item, failed batches included)
     failed_batches: int
     rejected: int
     cancelled: int

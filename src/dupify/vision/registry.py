@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,22 +11,55 @@ from dupify.config import InferenceSettings
 from dupify.errors import ApiError
 from dupify.vision.batcher import BatcherStats, MicroBatcher
 from dupify.vision.models.base import EMBEDDING, Array, FloatArray, ImageModel
+from dupify.vision.models.semantic import SemanticModel
 from dupify.vision.models.visual import VisualModel
 
 
-def load_default_models(settings: InferenceSettings) -> list[ImageModel]:
-    """The bundled models, each loaded once with the configured device and threads."""
-    return [VisualModel(device=settings.device, intra_op_threads=settings.intra_op_threads)]
+def _load_visual(settings: InferenceSettings) -> ImageModel:
+    return VisualModel(device=settings.device, intra_op_threads=settings.intra_op_threads)
+
+
+def _load_semantic(settings: InferenceSettings) -> ImageModel:
+    return SemanticModel(
+        device=settings.device,
+        intra_op_threads=settings.intra_op_threads,
+        cache_dir=settings.model_cache_dir,
+    )
+
+
+# The bundled models by id, in /v1/models order; the first is the default model.
+BUNDLED_MODELS: dict[str, Callable[[InferenceSettings], ImageModel]] = {
+    VisualModel.id: _load_visual,
+    SemanticModel.id: _load_semantic,
+}
+
+
+def load_default_models(
+    settings: InferenceSettings, only: Collection[str] | None = None
+) -> list[ImageModel]:
+    """The bundled models (or just those in `only`), each loaded once with the configured
+    device and threads."""
+    wanted = list(BUNDLED_MODELS) if only is None else [m for m in BUNDLED_MODELS if m in only]
+    unknown = set(only or ()) - BUNDLED_MODELS.keys()
+    if unknown:
+        raise ValueError(
+            f"unknown model ids {sorted(unknown)}; bundled models: {', '.join(BUNDLED_MODELS)}"
+        )
+    return [BUNDLED_MODELS[model_id](settings) for model_id in wanted]
 
 
 class ModelRegistry:
     """Owns the models for the process lifetime; routes work through each model's batcher."""
 
     def __init__(
-        self, settings: InferenceSettings, models: Sequence[ImageModel] | None = None
+        self,
+        settings: InferenceSettings,
+        models: Sequence[ImageModel] | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
-        # `models` lets tests and the CLI share an already-loaded model instead of loading again.
-        loaded = list(models) if models is not None else load_default_models(settings)
+        # `models` lets tests and the CLI share an already-loaded model instead of loading again;
+        # `only` loads just the bundled models a job needs (e.g. the local batch tools).
+        loaded = list(models) if models is not None else load_default_models(settings, only)
         self._models: dict[str, ImageModel] = {}
         self._batchers: dict[str, MicroBatcher] = {}
         for model in loaded:
@@ -82,7 +115,13 @@ class ModelRegistry:
         ]
 
     def stats(self) -> dict[str, BatcherStats]:
+        """Each model's batcher counters; `items` is how many images went through its `predict`
+        (each image counted once, however many outputs a caller reads from that pass)."""
         return {model_id: batcher.stats() for model_id, batcher in self._batchers.items()}
+
+    def images_predicted(self) -> dict[str, int]:
+        """Images run through each model's `predict` so far (for "each model once per image")."""
+        return {model_id: stats.items for model_id, stats in self.stats().items()}
 
     async def start(self) -> None:
         for batcher in self._batchers.values():
