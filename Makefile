@@ -12,8 +12,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# rapidocr-onnxruntime (OCR) goes in alone: it declares the GUI opencv-python, which would clash
+# with our opencv-python-headless (the same `cv2` module); pyproject.toml lists what it imports.
 $(INSTALLED): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e .
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt rapidocr-onnxruntime
 	touch $@
 
 $(TEST_INSTALLED): $(INSTALLED)
