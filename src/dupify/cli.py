@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from dupify import migrate as migrations
 from dupify.accounts import service as accounts
+from dupify.audit.service import record_event
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.keys import service as keys
@@ -215,6 +216,7 @@ def account_export(
 
     with unit_of_work(load_settings()) as session:
         account = accounts.require_by_email(session, email)
+        record_event(session, "export", account_id=account.id, detail="via=cli")
         document = json.dumps(lifecycle.export_account(session, account.id), indent=2)
     if output is None:
         sys.stdout.write(document + "\n")

@@ -26,6 +26,7 @@ from dupify.accounts.models import (
     WebSession,
 )
 from dupify.audit.models import AuditEvent
+from dupify.audit.service import record_event
 from dupify.db import Base, transaction, utcnow
 from dupify.keys.models import AbuseFlag, ApiKey
 from dupify.mail.models import OutboxMessage
@@ -139,14 +140,13 @@ def _delete_rows(
             removed[table.name] = removed.get(table.name, 0) + result.rowcount
         session.add(DeletionTombstone(initiated_by=initiated_by))
         # The audit trail keeps that a deletion happened, and who did it if it was an operator,
-        # but nothing that identifies the deleted account.
+        # but nothing that identifies the deleted account (so no account_id here).
         actor = operator_id if operator_id != account_id else None
-        session.add(
-            AuditEvent(
-                event="account_deleted",
-                actor_account_id=actor,
-                detail=f"initiated_by={initiated_by}",
-            )
+        record_event(
+            session,
+            "account_deleted",
+            actor_account_id=actor,
+            detail=f"initiated_by={initiated_by}",
         )
     return removed, key_ids
 

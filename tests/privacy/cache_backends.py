@@ -1,0 +1,60 @@
+"""Test helper: settings for a `cache_backend` parameter (embedded, or Redis under a unique key
+prefix) and what a backend holds, for tests that search it for data that must not be there."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+REDIS_URL = os.environ.get("DUPIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+BACKENDS = ["embedded", "redis"]
+
+
+def backend_overrides(kind: str) -> Iterator[dict[str, Any]]:
+    """Settings overrides for one cache/limiter backend, for a fixture to yield from; the Redis
+    keys are removed afterwards. Use: `@pytest.fixture(params=BACKENDS)` in the test module."""
+    if kind == "embedded":
+        yield {}
+        return
+    prefix = f"dupifyprivacy{secrets.token_hex(6)}"
+    yield {"redis_url": REDIS_URL, "redis": {"key_prefix": prefix}}
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def redis_contents(overrides: dict[str, Any]) -> dict[bytes, bytes]:
+    """Every key under the test's prefix with its value (strings as is, other types as their
+    members joined), or {} for the embedded backend."""
+    if "redis_url" not in overrides:
+        return {}
+    client = redis.Redis.from_url(overrides["redis_url"], socket_timeout=2)
+    try:
+        found: dict[bytes, bytes] = {}
+        for key in client.scan_iter(match=f"{overrides['redis']['key_prefix']}:*", count=500):
+            kind = client.type(key)
+            if kind == b"string":
+                found[key] = client.get(key) or b""
+            elif kind == b"hash":
+                found[key] = b" ".join(k + b"=" + v for k, v in client.hgetall(key).items())
+            elif kind == b"zset":
+                found[key] = b" ".join(client.zrange(key, 0, -1))
+            elif kind == b"list":
+                found[key] = b" ".join(client.lrange(key, 0, -1))
+            elif kind == b"set":
+                found[key] = b" ".join(client.smembers(key))
+            else:
+                found[key] = b""
+        return found
+    finally:
+        client.close()
