@@ -9,9 +9,8 @@ having acknowledged it (nothing is written at sign-up, so account creation stays
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,8 +69,10 @@ def announce_policy_change(
             insert(PolicyNotice)
             .values(version=version, announced_at=utcnow())
             .on_conflict_do_nothing(index_elements=["version"])
+            # RETURNING, not rowcount: psycopg reports -1 for this statement through SQLAlchemy.
+            .returning(PolicyNotice.version)
         )
-        if cast(CursorResult[Any], session.execute(claim)).rowcount != 1:
+        if session.execute(claim).first() is None:
             return None
         recipients = session.execute(select(Account.id, Account.email).order_by(Account.created_at))
         queued = 0
