@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from dupify import __version__
 from dupify.api.routes import router as api_router
+from dupify.api.usage import router as usage_router
+from dupify.backends import open_backends
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
 from dupify.errors import install_error_handlers
@@ -57,14 +59,18 @@ def create_app(
             recorder = UsageRecorder(sessions, settings.usage_log)
             await recorder.start()
             stack.push_async_callback(recorder.stop)
+            secret = server_secret(settings)
+            limiter, cache = await open_backends(settings, secret, stack)
             app.state.runtime = Runtime(
                 settings=settings,
                 engine=engine,
                 sessions=sessions,
-                secret=server_secret(settings),
+                secret=secret,
                 decoder=own_decoder,
                 registry=own_registry,
                 recorder=recorder,
+                limiter=limiter,
+                cache=cache,
             )
             if settings.retention.scheduler_enabled:
                 scheduler = RetentionScheduler(sessions, settings)
@@ -81,6 +87,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(usage_router)
     app.include_router(metrics_router)
 
     def current_recorder() -> UsageRecorder | None:

@@ -49,6 +49,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = list(message.get("headers", []))
+                headers.extend(_extra_headers(state, headers))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 headers.append((b"x-processing-ms", f"{elapsed_ms:.1f}".encode("latin-1")))
                 message = {**message, "headers": headers}
@@ -114,6 +115,22 @@ class RequestContextMiddleware:
                 bytes_in=_int(state.get("bytes_in")),
             )
         )
+
+
+def _extra_headers(
+    state: dict[str, object], present: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """Headers a dependency set for whatever response follows (e.g. the rate-limit headers,
+    which belong on errors too); a header the response already has is kept as it is."""
+    extra = state.get("response_headers")
+    if not isinstance(extra, dict):
+        return []
+    names = {name.lower() for name, _ in present}
+    return [
+        (name.lower().encode("latin-1"), str(value).encode("latin-1"))
+        for name, value in extra.items()
+        if name.lower().encode("latin-1") not in names
+    ]
 
 
 def _str_or_none(value: object) -> str | None:

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from dupify.cache import ResultCache
 from dupify.config import Settings
 from dupify.images.decoder import Decoder
+from dupify.ratelimit import Limiter
 from dupify.usage.recorder import UsageRecorder
 from dupify.vision.registry import ModelRegistry
 
@@ -22,3 +24,5 @@ class Runtime:
     decoder: Decoder
     registry: ModelRegistry
     recorder: UsageRecorder
+    limiter: Limiter  # rate limits, quotas, throttles (dupify.ratelimit)
+    cache: ResultCache  # the 24-hour result cache (dupify.cache)

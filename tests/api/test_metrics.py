@@ -73,7 +73,9 @@ async def test_metrics_count_requests_images_decode_failures_and_batches(
         assert samples[("dupify_http_requests_total", (*route, ("status", "401")))] == 1
         assert samples[("dupify_http_request_duration_seconds_count", route)] == 4
         assert samples[("dupify_images_processed_total", (("route", "/v1/embeddings"),))] == 2
-        assert samples[("dupify_result_cache_lookups_total", (("result", "miss"),))] == 2
+        # The same photo twice: the second is answered by the result cache.
+        assert samples[("dupify_result_cache_lookups_total", (("result", "miss"),))] == 1
+        assert samples[("dupify_result_cache_lookups_total", (("result", "hit"),))] == 1
         assert samples[("dupify_decode_failures_total", (("code", "invalid_image"),))] == 1
         model = (("model", "dupify-visual-1"),)
         # The registry is shared by the test session: at least this test's two images.

@@ -84,4 +84,7 @@ async def test_a_burst_then_a_graceful_stop_logs_one_row_per_response(
             assert row["key_id"] and row["account_id"]
         if response.status_code == 401:
             assert row["key_id"] is None and row["account_id"] is None
-        assert row["cached_images"] == 0
+        if response.status_code == 200 and response.request.url.path == "/v1/embeddings":
+            assert row["cached_images"] == response.json()["usage"]["cached_images"]
+        else:
+            assert row["cached_images"] == 0

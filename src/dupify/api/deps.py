@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
+from dupify.metering import enforce_rate_limit, release_unbilled_images
 from dupify.runtime import Runtime
 
 
@@ -49,6 +50,8 @@ async def authenticate_request(request: Request) -> Principal:
     if isinstance(result, Principal):
         request.state.account_id = result.account_id
         request.state.key_id = result.key_id
+        request.state.plan = result.plan
+        await enforce_rate_limit(request, runtime, result)
         return result
     if result is Rejection.suspended:
         raise ApiError("account_suspended", "This API key or its account is suspended.")
@@ -56,7 +59,9 @@ async def authenticate_request(request: Request) -> Principal:
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request, _quota: None = Depends(release_unbilled_images)
+    ) -> Principal:
         principal = await authenticate_request(request)
         if scope not in principal.scopes:
             raise ApiError("insufficient_scope", f"This API key lacks the {scope!r} scope.")

@@ -23,10 +23,12 @@ from dupify.api.schemas import (
     error_responses,
     image_request_body,
 )
+from dupify.cache import cached_results
 from dupify.config import ImageLimits
 from dupify.errors import ApiError, invalid_request_from
 from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
 from dupify.keys.service import Principal
+from dupify.metering import charge_images
 from dupify.runtime import Runtime
 
 router = APIRouter()
@@ -139,10 +141,28 @@ async def create_embeddings(
             f"dimensions: {model.id} has {model.dimensions} dimensions; ask for at most that",
             param="dimensions",
         )
-    pixels = await _decode_all(runtime, images, model.working_side)
-    tensors = await asyncio.gather(*(asyncio.to_thread(model.preprocess, p) for p in pixels))
-    vectors = _truncate(await runtime.registry.embed(model.id, list(tensors)), options.dimensions)
-    request.state.images = len(images)
+    await charge_images(request, len(images))
+
+    async def embed_missing(indices: list[int]) -> list[bytes]:
+        # Only cache misses reach the decoder and the model; the full vector is cached (as
+        # little-endian float32) so any `dimensions` can be served from it.
+        chosen = [images[index] for index in indices]
+        pixels = await _decode_all(runtime, chosen, model.working_side)
+        tensors = await asyncio.gather(*(asyncio.to_thread(model.preprocess, p) for p in pixels))
+        full = await runtime.registry.embed(model.id, list(tensors))
+        return [row.astype("<f4").tobytes() for row in full]
+
+    results, cache_state = await cached_results(
+        request,
+        runtime.cache,
+        runtime.secret,
+        [data for _, data in images],
+        f"{model.id}@{model.version}",
+        {"result": "embedding"},
+        embed_missing,
+    )
+    full = np.stack([np.frombuffer(result, dtype="<f4") for result in results])
+    vectors = _truncate(full, options.dimensions)
     response = EmbeddingsResponse.model_validate(
         {
             "model": model.id,
@@ -150,10 +170,10 @@ async def create_embeddings(
                 {"index": index, "embedding": _encode(vector, options.encoding_format)}
                 for index, vector in enumerate(vectors)
             ],
-            "usage": {"images": len(images), "cached_images": 0},
+            "usage": {"images": len(images), "cached_images": request.state.cached_images},
         }
     )
-    return JSONResponse(response.model_dump(), headers={"X-Cache": "miss"})
+    return JSONResponse(response.model_dump(), headers={"X-Cache": cache_state})
 
 
 @router.get(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -63,6 +64,20 @@ class UsageRecorder:
     @property
     def pending(self) -> int:
         return len(self._rows)
+
+    async def count_with_pending(
+        self, count_flushed: Callable[[], int], account_id: str, since: datetime
+    ) -> int:
+        """`count_flushed()` (run in a thread: images in the table) plus this process's buffered
+        images for the account since `since`, with no flush in between (none counted twice)."""
+        async with self._flush_lock:
+            flushed = await asyncio.to_thread(count_flushed)
+            pending = sum(
+                row.images
+                for row in self._rows
+                if row.account_id == account_id and row.created_at >= since
+            )
+            return flushed + pending
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")

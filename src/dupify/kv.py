@@ -1,0 +1,200 @@
+"""The shared Redis connection: tight timeouts, no retries, a health flag with back-off re-probe.
+
+Every Redis call in the product goes through `RedisKv.call`, which bounds it (socket timeouts
+and an outer deadline) and, on any failure, marks Redis down. While it is down callers are told
+at once (`KvUnavailable`, no network wait) and fall back (cache misses, per-process limits); a
+background task re-probes with exponential back-off and marks Redis up again when PING answers.
+
+Key layout (all under `RedisSettings.key_prefix`, default `dupify`; every key has a TTL):
+
+- `{prefix}:rl:{bucket}:{tag}` fixed-window request counters, TTL = the window;
+- `{prefix}:quota:{account tag}:{YYYY-MM}` monthly image counters, TTL = to the month's end + 1 day;
+- `{prefix}:cache:{account tag}:{entry}` cached results, TTL = the cache TTL (24 h).
+
+Tags are keyed hashes (`keyed_tag`), so no account id, key id, email or name is stored in Redis,
+and an account's entries can still be found (and deleted) by whoever holds the server secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from dupify.config import RedisSettings
+
+log = logging.getLogger("dupify.kv")
+T = TypeVar("T")
+
+
+class KvUnavailable(Exception):
+    """Redis is down (or was just found to be): the caller takes its documented fallback."""
+
+
+def keyed_tag(secret: bytes, kind: str, value: str, length: int = 16) -> str:
+    """A short keyed hash naming `value` in Redis without revealing it (HMAC-SHA256, hex)."""
+    digest = hmac.new(secret, f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+    return digest[:length]
+
+
+def make_redis_client(url: str, settings: RedisSettings) -> Redis:
+    """A client for `redis://` or `rediss://` (TLS) that fails fast instead of waiting a minute.
+
+    redis-py's defaults (5 s socket timeouts, 3 retries with back-off) let one call to a hung
+    Redis block for far longer than a request may take; here a call fails within `timeout_s`.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("DUPIFY_REDIS_URL must start with redis:// or rediss://")
+    # A blocking pool: a burst of requests waits (at most `timeout_s`) for a free connection
+    # instead of failing, and failing would wrongly mark Redis down.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.max_connections,
+        timeout=settings.timeout_s,
+        socket_connect_timeout=settings.timeout_s,
+        socket_timeout=settings.timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
+        health_check_interval=0,
+    )
+    client: Redis = Redis(connection_pool=pool, decode_responses=False)
+    return client
+
+
+class RedisKv:
+    """One Redis client shared by the limiter and the cache, with a process-wide health flag."""
+
+    def __init__(self, url: str, settings: RedisSettings) -> None:
+        self.client = make_redis_client(url, settings)
+        self.prefix = settings.key_prefix
+        self._settings = settings
+        self._up = True
+        self._down_since: float | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._on_recovery: list[Callable[[], Awaitable[None]]] = []
+        self._closed = False
+
+    @property
+    def available(self) -> bool:
+        return self._up
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def on_recovery(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` each time Redis comes back after an outage (e.g. re-seed counters)."""
+        self._on_recovery.append(callback)
+
+    def status(self) -> str:
+        """For /readyz: `ok`, or why requests are being served on the fallback."""
+        if self._up:
+            return "ok"
+        since = time.monotonic() - (self._down_since or time.monotonic())
+        return (
+            f"degraded: redis unreachable for {since:.0f} s; per-process rate limits, "
+            "cache bypassed, re-probing"
+        )
+
+    async def call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run one bounded Redis operation, or raise `KvUnavailable` (at once while it is down)."""
+        if not self._up:
+            raise KvUnavailable("redis is down")
+        try:
+            # The socket timeouts bound each read; the outer deadline bounds the whole operation
+            # (a pipeline or script may read more than once), with a little room for scheduling.
+            return await asyncio.wait_for(operation(self.client), self._settings.timeout_s * 2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._mark_down(exc)
+            raise KvUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._up:
+            log.warning(
+                "redis unavailable (%s): falling back to per-process rate limits and no cache",
+                type(exc).__name__,
+            )
+            self._up = False
+            self._down_since = time.monotonic()
+        if (self._probe is None or self._probe.done()) and not self._closed:
+            self._probe = asyncio.get_running_loop().create_task(
+                self._reprobe(), name="redis-probe"
+            )
+
+    async def _reprobe(self) -> None:
+        delay = self._settings.probe_interval_s
+        while not self._closed:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self.client.ping(), self._settings.timeout_s * 2)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # still down: wait longer, up to the ceiling
+                delay = min(delay * 2, self._settings.probe_max_interval_s)
+                continue
+            self._up = True
+            self._down_since = None
+            log.warning("redis reachable again: shared rate limits and cache resumed")
+            for callback in self._on_recovery:
+                try:
+                    await callback()
+                except Exception:  # a hook that fails marks Redis down again (and re-probes)
+                    log.exception("redis recovery hook failed")
+            return
+
+    async def check(self) -> bool:
+        """One PING now (for start-up and tests); marks the flag like any other call."""
+        try:
+            await self.call(lambda client: client.ping())
+        except KvUnavailable:
+            return False
+        return True
+
+    async def scan_delete(self, pattern: str) -> int:
+        """Delete every key matching `pattern` (SCAN + UNLINK in batches); the count removed."""
+
+        async def run(client: Redis) -> int:
+            removed = 0
+            async for batch in _batches(client.scan_iter(match=pattern, count=500), 500):
+                removed += int(await client.unlink(*batch))
+            return removed
+
+        if not self._up:
+            raise KvUnavailable("redis is down")
+        try:
+            # A scan may take several round trips: bound each by the socket timeout, the whole
+            # by a deadline that grows with the keyspace but never hangs a request for long.
+            return await asyncio.wait_for(run(self.client), max(5.0, self._settings.timeout_s * 8))
+        except Exception as exc:
+            self._mark_down(exc)
+            raise KvUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        with contextlib.suppress(Exception):
+            await self.client.aclose(close_connection_pool=True)
+
+
+async def _batches(items: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
+    batch: list[Any] = []
+    async for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
