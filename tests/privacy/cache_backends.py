@@ -43,18 +43,26 @@ def redis_contents(overrides: dict[str, Any]) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = {}
         for key in client.scan_iter(match=f"{overrides['redis']['key_prefix']}:*", count=500):
             kind = client.type(key)
+            parts: list[object]
             if kind == b"string":
-                found[key] = client.get(key) or b""
+                parts = [client.get(key)]
             elif kind == b"hash":
-                found[key] = b" ".join(k + b"=" + v for k, v in client.hgetall(key).items())
+                parts = [item for pair in client.hgetall(key).items() for item in pair]
             elif kind == b"zset":
-                found[key] = b" ".join(client.zrange(key, 0, -1))
+                parts = list(client.zrange(key, 0, -1))
             elif kind == b"list":
-                found[key] = b" ".join(client.lrange(key, 0, -1))
+                parts = list(client.lrange(key, 0, -1))
             elif kind == b"set":
-                found[key] = b" ".join(client.smembers(key))
+                parts = list(client.smembers(key))
             else:
-                found[key] = b""
+                parts = []
+            found[_bytes(key)] = b" ".join(_bytes(part) for part in parts)
         return found
     finally:
         client.close()
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return b"" if value is None else str(value).encode()
