@@ -22,6 +22,14 @@ from dupify.audit.service import record_event
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.keys import service as keys
+from dupify.operations_cli import (
+    abuse_app,
+    account_commands,
+    audit_app,
+    key_commands,
+    outbox_app,
+    top_level,
+)
 from dupify.secret import server_secret
 
 app = typer.Typer(help="Dupify: image embeddings and analysis.", no_args_is_help=True)
@@ -31,6 +39,13 @@ models_app = typer.Typer(help="The bundled models.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(key_app, name="key")
 app.add_typer(models_app, name="models")
+# Operator commands (dupify.operations_cli): announce, stats, suspension, outbox, audit, abuse.
+app.add_typer(top_level)
+account_app.add_typer(account_commands)
+key_app.add_typer(key_commands)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(audit_app, name="audit")
+app.add_typer(abuse_app, name="abuse")
 
 console = Console()
 errors = Console(stderr=True)
