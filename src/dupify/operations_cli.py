@@ -97,8 +97,11 @@ def announce(
         int | None, typer.Option(help="With --policy: the version (default: policy_version).")
     ] = None,
 ) -> None:
-    """Queue an announcement to every account that has not objected, or (--policy) the policy
-    notice to every account, once per version. The server's mail sender delivers them."""
+    """Queue an announcement, or (--policy) the policy-change notice.
+
+    An announcement goes to every account that has not objected to announcements; the policy
+    notice goes to every account, once per version. The server's mail sender delivers them.
+    """
     cli = _cli()
     settings = cli.load_settings()
     if policy:
@@ -135,8 +138,10 @@ def stats(
     days: Annotated[int, typer.Option(min=1, max=400, help="How many days back.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Service analytics: requests, errors and images by day, plan and endpoint (accounts that
-    objected to the use of their usage data are left out)."""
+    """Service analytics: requests, errors and images by day, plan and endpoint.
+
+    Accounts that objected to the use of their usage data for analytics are left out.
+    """
     cli = _cli()
     until = utcnow()
     with cli.unit_of_work(cli.load_settings()) as session:
