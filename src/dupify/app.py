@@ -21,6 +21,7 @@ from dupify.jobs.retention import RetentionScheduler
 from dupify.metrics import Metrics, MetricsMiddleware
 from dupify.metrics import router as metrics_router
 from dupify.middleware import RequestContextMiddleware
+from dupify.portal.mount import install_portal
 from dupify.runtime import Runtime
 from dupify.secret import server_secret
 from dupify.usage.recorder import UsageRecorder
@@ -89,6 +90,7 @@ def create_app(
     app.include_router(api_router)
     app.include_router(usage_router)
     app.include_router(metrics_router)
+    install_portal(app, settings)
 
     def current_recorder() -> UsageRecorder | None:
         runtime: Runtime | None = getattr(app.state, "runtime", None)

@@ -26,6 +26,7 @@ from dupify.api.deps import get_runtime
 from dupify.db import transaction, utcnow
 from dupify.errors import ApiError
 from dupify.images.inputs import read_capped_body, read_request_body
+from dupify.policy import needs_policy_acknowledgement
 from dupify.portal import csrf
 from dupify.portal.headers import is_tls
 from dupify.portal.notices import NOTICES
@@ -83,6 +84,8 @@ class Visitor:
     account: Account | None = None
     session_id: str | None = None
     csrf_token: str = ""
+    # The policy version to show a banner for, until the account acknowledges it (PRIVACY row 18).
+    policy_banner: int | None = None
     form: dict[str, str] = field(default_factory=dict)
     files: list[tuple[str, bytes]] = field(default_factory=list)
     _pending: list[_Cookie] = field(default_factory=list)
@@ -159,7 +162,7 @@ class Visitor:
             csrf_token=self.csrf_token,
             notice=values.pop("notice", notice),
             path=self.request.url.path,
-            policy_banner=values.pop("policy_banner", None),
+            policy_banner=self.policy_banner,
             **values,
         )
         response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
@@ -181,7 +184,7 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _load_account(runtime: Runtime, token: str) -> tuple[str, Account] | None:
+def _load_account(runtime: Runtime, token: str) -> tuple[str, Account, int | None] | None:
     with transaction(runtime.sessions) as db:
         found = load_session(
             db, token, secret=runtime.secret, settings=runtime.settings.portal, now=utcnow()
@@ -191,7 +194,9 @@ def _load_account(runtime: Runtime, token: str) -> tuple[str, Account] | None:
         web_session, account = found
         if account.suspended_at is not None:
             return None
-        return web_session.id, account
+        version = runtime.settings.policy_version
+        banner = version if needs_policy_acknowledgement(db, account.id, version) else None
+        return web_session.id, account, banner
 
 
 async def _read_form(request: Request, visitor: Visitor) -> None:
@@ -230,7 +235,7 @@ async def visitor(request: Request) -> Visitor:
         if found is None:
             current.sign_out()
         else:
-            current.session_id, current.account = found
+            current.session_id, current.account, current.policy_banner = found
     binding = current.session_id or csrf.ANONYMOUS
     cookie = request.cookies.get(names.csrf)
     if request.method == "POST":

@@ -21,6 +21,7 @@ from dupify.portal.passwords import (
     needs_rehash,
     verify_password,
 )
+from dupify.portal.privacy import policy_facts
 from dupify.portal.sessions import end_all_sessions
 from dupify.portal.throttle import login_allowed, login_succeeded, reset_allowed
 from dupify.portal.tokens import find_token, issue_token, use_token
@@ -301,3 +302,8 @@ def reset_password(token: str, v: Visitor = Depends(visitor)) -> Response:
         mails.send_password_changed(db, account)
         v.sign_out()
     return v.redirect("/login", notice="password_reset")
+
+
+@router.get("/privacy")
+def privacy(v: Visitor = Depends(visitor)) -> Response:
+    return v.render("privacy.html", facts=policy_facts(v.runtime.settings))

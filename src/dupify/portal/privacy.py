@@ -1,0 +1,99 @@
+"""The facts /privacy states for this deployment: retention periods, providers, contact, version.
+
+Everything is read from the settings the running server enforces, so the page cannot drift from
+what the code does. Provider entries name the kind and host of each service, never credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+
+from dupify.config import Settings
+
+
+@dataclass(frozen=True)
+class Provider:
+    role: str
+    what: str
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    version: int
+    contact_email: str
+    api_log_retention: str
+    cache_ttl: str
+    audit_retention: str
+    mail_retention: str
+    abuse_flag_retention: str
+    session_lifetime: str
+    session_idle: str
+    email_link_lifetime: str
+    reset_link_lifetime: str
+    providers: list[Provider]
+
+
+def humanise(period: timedelta) -> str:
+    """90 days, 24 hours, 15 minutes: the largest whole unit that fits."""
+    seconds = int(period.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} seconds"
+
+
+def _host_of(url: str) -> str:
+    host = urlsplit(url).hostname or "an unnamed host"
+    return host
+
+
+def providers_of(settings: Settings) -> list[Provider]:
+    database = make_url(settings.database_url)
+    if database.get_backend_name() == "sqlite":
+        stored = Provider("Database", "a SQLite file on this server (no third party)")
+    else:
+        stored = Provider("Database", f"PostgreSQL at {database.host or 'a local socket'}")
+    if settings.redis_url:
+        scheme = "TLS" if settings.redis_url.startswith("rediss://") else "no TLS"
+        cache = Provider(
+            "Cache and rate limits",
+            f"Redis at {_host_of(settings.redis_url)} ({scheme}); cached results only, no images",
+        )
+    else:
+        cache = Provider("Cache and rate limits", "in this server's memory (no third party)")
+    if settings.smtp_url:
+        mail = Provider("Email", f"SMTP relay at {_host_of(settings.smtp_url)}")
+    else:
+        mail = Provider("Email", "none: messages are kept in the outbox on this server")
+    if settings.inference_url:
+        inference = Provider(
+            "Image processing", f"inference servers at {_host_of(settings.inference_url)}"
+        )
+    else:
+        inference = Provider(
+            "Image processing", f"this server ({settings.inference.device.upper()}), in memory"
+        )
+    return [stored, cache, mail, inference]
+
+
+def policy_facts(settings: Settings) -> PolicyFacts:
+    portal = settings.portal
+    return PolicyFacts(
+        version=settings.policy_version,
+        contact_email=portal.contact_email,
+        api_log_retention=humanise(settings.usage_log.retention),
+        cache_ttl=humanise(settings.cache.ttl),
+        audit_retention=humanise(settings.retention.audit_events),
+        mail_retention=humanise(settings.retention.sent_or_failed_mail),
+        abuse_flag_retention=humanise(settings.retention.resolved_abuse_flags),
+        session_lifetime=humanise(portal.session_lifetime),
+        session_idle=humanise(portal.session_idle_timeout),
+        email_link_lifetime=humanise(portal.email_link_lifetime),
+        reset_link_lifetime=humanise(portal.reset_link_lifetime),
+        providers=providers_of(settings),
+    )

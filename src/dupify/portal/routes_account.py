@@ -1,0 +1,198 @@
+"""The account page: correct name and email, change password, preferences, export, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from dupify.accounts.lifecycle import AccountNotFound, delete_account_in_runtime, export_account
+from dupify.accounts.models import Account
+from dupify.accounts.service import AccountError, find_by_email, normalise_email
+from dupify.audit.service import record_event
+from dupify.db import utcnow
+from dupify.policy import acknowledge_policy
+from dupify.portal import mails
+from dupify.portal.context import PortalRefusal, Visitor, member
+from dupify.portal.passwords import (
+    PasswordRuleError,
+    check_new_password,
+    hash_password,
+    verify_password,
+)
+from dupify.portal.routes_auth import NAME_MAX
+from dupify.portal.sessions import end_all_sessions
+from dupify.portal.tokens import issue_token
+
+router = APIRouter(include_in_schema=False)
+NOT_CURRENT_MESSAGE = "That is not your current password."
+
+
+def _page(
+    v: Visitor,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    return v.render("account.html", status=status, errors=errors or {}, values=values or {})
+
+
+def _current(v: Visitor, db: Any) -> Account:
+    assert v.account is not None
+    account = db.get(Account, v.account.id)
+    if account is None:
+        raise PortalRefusal(404, "No such account", "This account no longer exists.")
+    assert isinstance(account, Account)
+    return account
+
+
+@router.get("/account")
+def account_page(v: Visitor = Depends(member)) -> Response:
+    return _page(v)
+
+
+@router.post("/account/profile")
+def save_profile(v: Visitor = Depends(member)) -> Response:
+    name = v.field("name")
+    if not name or len(name) > NAME_MAX:
+        message = "Enter your name." if not name else f"At most {NAME_MAX} characters."
+        return _page(v, status=400, errors={"name": message}, values={"name": name})
+    with v.db() as db:
+        _current(v, db).name = name
+    return v.redirect("/account", notice="profile_saved")
+
+
+@router.post("/account/email")
+def change_email(v: Visitor = Depends(member)) -> Response:
+    """Sends a link to the new address; the account keeps the old one until it is opened."""
+    values = {"new_email": v.field("new_email")}
+    try:
+        new_email = normalise_email(v.field("new_email"))
+    except AccountError:
+        return _page(
+            v, status=400, errors={"new_email": "Enter a valid email address."}, values=values
+        )
+    with v.db() as db:
+        account = _current(v, db)
+        if not verify_password(account.password_hash, v.form.get("email_password", "")):
+            return _page(
+                v, status=400, errors={"email_password": NOT_CURRENT_MESSAGE}, values=values
+            )
+        if new_email == account.email:
+            return _page(
+                v, status=400, errors={"new_email": "That is already your address."}, values=values
+            )
+        if find_by_email(db, new_email) is None:
+            token = issue_token(
+                db,
+                account_id=account.id,
+                purpose="change_email",
+                lifetime=v.runtime.settings.portal.email_link_lifetime,
+                secret=v.secret,
+                now=utcnow(),
+                new_email=new_email,
+            )
+            mails.send_email_change(db, account, new_email, v.link(f"/verify-email/{token}"))
+    # The same answer when the address is taken, so the form tells no one who has an account.
+    return v.redirect("/account", notice="email_change_sent")
+
+
+@router.post("/account/password")
+def change_password(v: Visitor = Depends(member)) -> Response:
+    new_password = v.form.get("new_password", "")
+    with v.db() as db:
+        account = _current(v, db)
+        if not verify_password(account.password_hash, v.form.get("current_password", "")):
+            return _page(v, status=400, errors={"current_password": NOT_CURRENT_MESSAGE})
+        try:
+            check_new_password(new_password, email=account.email)
+        except PasswordRuleError as exc:
+            return _page(v, status=400, errors={"new_password": str(exc)})
+        account.password_hash = hash_password(new_password)
+        end_all_sessions(db, account.id)
+        record_event(db, "password_changed", actor_account_id=account.id, account_id=account.id)
+        mails.send_password_changed(db, account)
+        # Every session ended, this one included; the browser that changed it gets a new one.
+        v.session_id = None
+        v.sign_in(db, account)
+    return v.redirect("/account", notice="password_changed")
+
+
+@router.post("/account/preferences")
+def save_preferences(v: Visitor = Depends(member)) -> Response:
+    with v.db() as db:
+        account = _current(v, db)
+        account.pref_announcements = v.form.get("pref_announcements") == "yes"
+        account.pref_usage_analytics = v.form.get("pref_usage_analytics") == "yes"
+    return v.redirect("/account", notice="preferences_saved")
+
+
+@router.post("/account/export")
+async def download_export(v: Visitor = Depends(member)) -> Response:
+    """Every stored datum about the account, as one JSON file (PRIVACY row 15)."""
+    assert v.account is not None
+    account_id = v.account.id
+    await v.runtime.recorder.flush()
+
+    def export() -> dict[str, Any]:
+        with v.db() as db:
+            record_event(db, "export", actor_account_id=account_id, account_id=account_id)
+            db.flush()
+            return export_account(db, account_id)
+
+    try:
+        data = await asyncio.to_thread(export)
+    except AccountNotFound as exc:
+        raise PortalRefusal(404, "No such account", "This account no longer exists.") from exc
+    body = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    filename = f"dupify-export-{utcnow():%Y%m%d-%H%M%S}.json"
+    response = Response(
+        body,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+    v.apply_cookies(response)
+    return response
+
+
+@router.post("/account/delete")
+async def delete_own_account(v: Visitor = Depends(member)) -> Response:
+    """Deletes the account, its keys (refused from the next request), sessions, logs and cache."""
+    assert v.account is not None
+    account_id = v.account.id
+    errors: dict[str, str] = {}
+    if v.form.get("confirm_delete") != "yes":
+        errors["confirm_delete"] = "Tick the box to confirm that the deletion is permanent."
+
+    def password_matches() -> bool:
+        with v.db() as db:
+            return verify_password(_current(v, db).password_hash, v.form.get("delete_password", ""))
+
+    if not await asyncio.to_thread(password_matches):
+        errors["delete_password"] = NOT_CURRENT_MESSAGE
+    if errors:
+        return _page(v, status=400, errors=errors)
+    try:
+        await delete_account_in_runtime(v.runtime, account_id, initiated_by="self")
+    except AccountNotFound as exc:
+        raise PortalRefusal(404, "No such account", "This account no longer exists.") from exc
+    v.sign_out()
+    return v.redirect("/", notice="account_deleted")
+
+
+@router.post("/privacy/acknowledge")
+def acknowledge(v: Visitor = Depends(member)) -> Response:
+    assert v.account is not None
+    version = v.runtime.settings.policy_version
+    if v.form.get("version") == str(version):
+        with v.db() as db:
+            acknowledge_policy(db, v.account.id, version)
+        v.policy_banner = None
+    return v.redirect("/dashboard", notice="policy_acknowledged")

@@ -1,0 +1,127 @@
+"""The API keys page: create (shown once), list with prefix, created and last used, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from dupify.accounts.models import Account
+from dupify.audit.service import record_event
+from dupify.db import utcnow
+from dupify.keys.models import ApiKey
+from dupify.keys.service import (
+    SCOPES,
+    CreatedKey,
+    KeyRequestError,
+    create_key,
+    list_keys,
+    revoke_key,
+)
+from dupify.portal.context import PortalRefusal, Visitor, member
+
+router = APIRouter(include_in_schema=False)
+EXPIRY_CHOICES = {"never": None, "30": 30, "90": 90, "365": 365}
+NAME_MAX = 100
+
+
+def key_state(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    if key.suspended_at is not None:
+        return "suspended"
+    return "active"
+
+
+def _page(
+    v: Visitor,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, object] | None = None,
+    created: CreatedKey | None = None,
+) -> Response:
+    assert v.account is not None
+    with v.db() as db:
+        keys = list_keys(db, v.account.id)
+    now = utcnow()
+    return v.render(
+        "keys.html",
+        status=status,
+        keys=sorted(keys, key=lambda key: key.created_at, reverse=True),
+        states={key.id: key_state(key, now) for key in keys},
+        scopes=SCOPES,
+        expiry_choices=EXPIRY_CHOICES,
+        errors=errors or {},
+        values=values or {"scopes": list(SCOPES), "expiry": "never"},
+        created=created,
+    )
+
+
+@router.get("/keys")
+def keys_page(v: Visitor = Depends(member)) -> Response:
+    return _page(v)
+
+
+@router.post("/keys")
+def create_key_from_form(v: Visitor = Depends(member)) -> Response:
+    assert v.account is not None
+    name = v.field("name")
+    scopes = [scope for scope in SCOPES if v.form.get(f"scope_{scope}") == "yes"]
+    expiry = v.form.get("expiry", "never")
+    values: dict[str, object] = {"name": name, "scopes": scopes, "expiry": expiry}
+    errors: dict[str, str] = {}
+    if not name:
+        errors["name"] = "Give the key a name, e.g. the app or server that will use it."
+    elif len(name) > NAME_MAX:
+        errors["name"] = f"The name must be at most {NAME_MAX} characters."
+    if not scopes:
+        errors[f"scope_{SCOPES[0]}"] = "Choose at least one scope."
+    if expiry not in EXPIRY_CHOICES:
+        errors["expiry"] = "Choose one of the offered expiry periods."
+    if v.account.email_verified_at is None:
+        errors["name"] = "Confirm your email address before creating keys."
+    if errors:
+        return _page(v, status=400, errors=errors, values=values)
+    days = EXPIRY_CHOICES[expiry]
+    with v.db() as db:
+        account = db.get(Account, v.account.id)
+        assert account is not None
+        created = create_key(
+            db,
+            account,
+            secret=v.secret,
+            name=name,
+            scopes=scopes,
+            expires_in=timedelta(days=days) if days else None,
+        )
+        record_event(
+            db,
+            "key_created",
+            actor_account_id=account.id,
+            account_id=account.id,
+            key_id=created.record.id,
+        )
+    return _page(v, status=201, created=created)
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key_from_form(key_id: str, v: Visitor = Depends(member)) -> Response:
+    assert v.account is not None
+    try:
+        with v.db() as db:
+            # Scoped to the signed-in account: another account's key id is simply not found.
+            revoke_key(db, key_id, account_id=v.account.id)
+            record_event(
+                db,
+                "key_revoked",
+                actor_account_id=v.account.id,
+                account_id=v.account.id,
+                key_id=key_id,
+            )
+    except KeyRequestError as exc:
+        raise PortalRefusal(404, "No such key", "You have no API key with that id.") from exc
+    return v.redirect("/keys", notice="key_revoked")

@@ -1,0 +1,90 @@
+"""Portal test helpers: signed-in httpx clients, a page's CSRF token, links from the outbox.
+
+A plain module, not a conftest.py: a second conftest would shadow the root one's `Api`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conftest import Api
+from dupify.accounts.models import Account
+from dupify.mail.models import OutboxMessage
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+LINK = re.compile(r"https?://\S+")
+PASSWORD = "correct horse battery"
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF_FIELD.search(html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def mail_links(api: Api, to_address: str, kind: str) -> list[str]:
+    with Session(api.engine) as db:
+        bodies = db.scalars(
+            select(OutboxMessage.body)
+            .where(OutboxMessage.to_address == to_address, OutboxMessage.kind == kind)
+            .order_by(OutboxMessage.created_at)
+        ).all()
+    return [link for body in bodies for link in LINK.findall(body)]
+
+
+def relative(link: str) -> str:
+    return "/" + link.split("/", 3)[3]
+
+
+async def post_form(
+    client: httpx.AsyncClient, page: str, action: str, data: dict[str, str]
+) -> httpx.Response:
+    """Load `page`, take its CSRF token and post `data` to `action`, as a browser would."""
+    form_page = await client.get(page)
+    assert form_page.status_code == 200, form_page.text
+    return await client.post(action, data={"csrf_token": csrf_of(form_page.text), **data})
+
+
+@dataclass
+class Member:
+    client: httpx.AsyncClient
+    email: str
+    account_id: str
+
+    async def __aenter__(self) -> Member:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.aclose()
+
+
+async def sign_up(api: Api, client: httpx.AsyncClient, email: str, name: str = "Ada") -> None:
+    response = await post_form(
+        client,
+        "/signup",
+        "/signup",
+        {"email": email, "name": name, "password": PASSWORD, "age_confirmed": "yes"},
+    )
+    assert response.status_code == 303, response.text
+
+
+async def signed_in_member(api: Api, email: str | None = None) -> Member:
+    """A new account made through the pages: sign up, open the emailed link, sign in."""
+    address = email or f"dev-{secrets.token_hex(4)}@example.com"
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api.app), base_url=str(api.client.base_url)
+    )
+    await sign_up(api, client, address)
+    (link,) = mail_links(api, address, "verification")
+    assert (await client.get(relative(link))).status_code == 303
+    response = await post_form(client, "/login", "/login", {"email": address, "password": PASSWORD})
+    assert response.status_code == 303, response.text
+    with Session(api.engine) as db:
+        account_id = db.scalars(select(Account.id).where(Account.email == address)).one()
+    return Member(client, address, account_id)

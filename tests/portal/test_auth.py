@@ -1,0 +1,214 @@
+"""Sign-up, email confirmation, sign-in, sign-out, reset, sessions and cookies (both databases)."""
+
+from __future__ import annotations
+
+import httpx
+from portal_helpers import (
+    PASSWORD,
+    csrf_of,
+    mail_links,
+    post_form,
+    relative,
+    sign_up,
+    signed_in_member,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from conftest import Api
+from dupify.accounts.models import Account, WebSession
+from dupify.audit.models import AuditEvent
+from dupify.portal.passwords import HASHER
+
+
+def _client(api: Api) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api.app), base_url="http://dupify.test"
+    )
+
+
+def _sessions_of(api: Api, account_id: str) -> int:
+    with Session(api.engine) as db:
+        count = db.scalar(
+            select(func.count()).select_from(WebSession).where(WebSession.account_id == account_id)
+        )
+    return int(count or 0)
+
+
+async def test_signup_without_age_confirmation_is_refused_with_a_clear_message(api: Api) -> None:
+    async with _client(api) as client:
+        response = await post_form(
+            client,
+            "/signup",
+            "/signup",
+            {"email": "young@example.com", "name": "Kid", "password": PASSWORD},
+        )
+    assert response.status_code == 400
+    assert "You must confirm that you are 18 or older" in response.text
+    assert 'aria-invalid="true"' in response.text
+    with Session(api.engine) as db:
+        assert db.scalar(select(Account).where(Account.email == "young@example.com")) is None
+
+
+async def test_signup_verify_login_logout(api: Api) -> None:
+    async with _client(api) as client:
+        await sign_up(api, client, "Ada@Example.com")
+        with Session(api.engine) as db:
+            account = db.scalars(select(Account).where(Account.email == "ada@example.com")).one()
+            assert account.email_verified_at is None
+            assert account.password_hash is not None
+            assert account.password_hash.startswith("$argon2id$v=19$m=19456,t=3,p=1$")
+        refused = await post_form(
+            client, "/login", "/login", {"email": "ada@example.com", "password": PASSWORD}
+        )
+        assert refused.status_code == 400 and "Confirm your email address first" in refused.text
+        (link,) = mail_links(api, "ada@example.com", "verification")
+        verified = await client.get(relative(link))
+        assert verified.status_code == 303 and "notice=verified" in verified.headers["location"]
+        assert (await client.get(relative(link))).status_code == 400  # a link works once
+        wrong = await post_form(
+            client, "/login", "/login", {"email": "ada@example.com", "password": "not it at all"}
+        )
+        assert wrong.status_code == 400
+        assert "The email address or the password is not right" in wrong.text
+        before = client.cookies.get("dupify_session")
+        signed_in = await post_form(
+            client, "/login", "/login", {"email": "ada@example.com", "password": PASSWORD}
+        )
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard"
+        assert client.cookies.get("dupify_session") not in (None, before)
+        assert _sessions_of(api, account.id) == 1
+        account_page = await client.get("/account")
+        assert account_page.status_code == 200 and "ada@example.com" in account_page.text
+        out = await client.post("/logout", data={"csrf_token": csrf_of(account_page.text)})
+        assert out.status_code == 303
+        assert _sessions_of(api, account.id) == 0
+        assert (await client.get("/account")).status_code == 303
+    with Session(api.engine) as db:
+        events = db.scalars(
+            select(AuditEvent.event).where(AuditEvent.account_id == account.id)
+        ).all()
+    assert {"login", "login_failed", "logout"} <= set(events)
+
+
+async def test_cookies_are_exactly_session_and_csrf_with_safe_attributes(api: Api) -> None:
+    member = await signed_in_member(api)
+    client = member.client
+    async with member:
+        assert sorted(client.cookies.keys()) == ["dupify_csrf", "dupify_session"]
+        response = await client.get("/dashboard")
+        assert response.status_code == 200
+        tls = _client(api)
+        tls.base_url = httpx.URL("https://dupify.test")
+        async with tls:
+            page = await tls.get("/login")
+            set_cookies = page.headers.get_list("set-cookie")
+            assert len(set_cookies) == 1
+            assert set_cookies[0].startswith("__Host-dupify_csrf=")
+            lowered = set_cookies[0].lower()
+            assert "secure" in lowered and "httponly" in lowered and "samesite=lax" in lowered
+            assert "path=/" in lowered and "domain" not in lowered
+            assert "max-age=63072000" in page.headers["strict-transport-security"]
+
+
+async def test_security_headers_on_every_portal_page(api: Api) -> None:
+    async with _client(api) as client:
+        for path in ("/", "/login", "/signup", "/privacy", "/static/portal.css"):
+            response = await client.get(path)
+            assert response.status_code == 200, path
+            csp = response.headers["content-security-policy"]
+            assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert "http" not in csp  # no third-party source anywhere
+            assert response.headers["x-frame-options"] == "DENY"
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["referrer-policy"] == "same-origin"
+            assert "strict-transport-security" not in response.headers  # plain HTTP here
+        api_response = await client.get("/healthz")
+        assert "content-security-policy" not in api_response.headers
+
+
+async def test_form_without_csrf_token_is_refused(api: Api) -> None:
+    async with _client(api) as client:
+        await client.get("/signup")
+        data = {"email": "a@example.com", "name": "A", "password": PASSWORD, "age_confirmed": "yes"}
+        missing = await client.post("/signup", data=data)
+        assert missing.status_code == 403 and "CSRF" in missing.text
+        forged = await client.post("/signup", data={**data, "csrf_token": "abc.def"})
+        assert forged.status_code == 403
+        cross_site = await post_form(client, "/signup", "/signup", data)
+        assert cross_site.status_code == 303
+    member = await signed_in_member(api)
+    client = member.client
+    async with member:
+        page = await client.get("/keys")
+        token = csrf_of(page.text)
+        other_site = await client.post(
+            "/logout", data={"csrf_token": token}, headers={"Origin": "https://evil.example"}
+        )
+        assert other_site.status_code == 403
+        assert _sessions_of(api, member.account_id) == 1
+        # A token from before sign-in is bound to no session: refused after sign-in.
+        anonymous = _client(api)
+        async with anonymous:
+            stale = csrf_of((await anonymous.get("/login")).text)
+        client.cookies.set("dupify_csrf", stale)
+        assert (await client.post("/logout", data={"csrf_token": stale})).status_code == 403
+    with Session(api.engine) as db:
+        assert db.scalar(select(func.count()).select_from(Account)) == 2
+
+
+async def test_password_reset_ends_every_session(api: Api) -> None:
+    member = await signed_in_member(api)
+    assert _sessions_of(api, member.account_id) == 1
+    async with _client(api) as stranger:
+        sent = await post_form(
+            stranger, "/reset-password", "/reset-password", {"email": member.email}
+        )
+        assert sent.status_code == 303
+        unknown = await post_form(
+            stranger, "/reset-password", "/reset-password", {"email": "nobody@example.com"}
+        )
+        assert unknown.headers["location"] == sent.headers["location"]  # no account oracle
+        (link,) = mail_links(api, member.email, "password_reset")
+        form = await stranger.get(relative(link))
+        assert form.status_code == 200
+        short = await stranger.post(
+            relative(link), data={"csrf_token": csrf_of(form.text), "password": "short"}
+        )
+        assert short.status_code == 400 and "at least 10 characters" in short.text
+        done = await stranger.post(
+            relative(link),
+            data={"csrf_token": csrf_of(form.text), "password": "a new long password"},
+        )
+        assert done.status_code == 303
+    assert _sessions_of(api, member.account_id) == 0
+    client = member.client
+    async with member:
+        assert (await client.get("/dashboard")).status_code == 303
+        again = await post_form(
+            client, "/login", "/login", {"email": member.email, "password": "a new long password"}
+        )
+        assert again.status_code == 303
+
+
+async def test_brute_force_sign_in_gets_locked_out(api: Api) -> None:
+    member = await signed_in_member(api)
+    attempts = api.settings.portal.login_attempts
+    async with _client(api) as attacker:
+        statuses = []
+        for guess in range(attempts + 2):
+            response = await post_form(
+                attacker, "/login", "/login", {"email": member.email, "password": f"guess-{guess}"}
+            )
+            statuses.append(response.status_code)
+        assert statuses[:attempts] == [400] * attempts
+        assert statuses[attempts:] == [429, 429]
+        locked = await post_form(
+            attacker, "/login", "/login", {"email": member.email, "password": PASSWORD}
+        )
+        assert locked.status_code == 429 and "Too many sign-in attempts" in locked.text
+
+
+def test_password_hash_parameters_meet_owasp() -> None:
+    assert HASHER.memory_cost >= 19456 and HASHER.time_cost >= 2 and HASHER.parallelism >= 1
+    assert HASHER.type.name == "ID"
