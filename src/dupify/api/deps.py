@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 
+from dupify.abuse.guard import count_invalid_key, refuse_if_guessing
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
@@ -37,10 +38,14 @@ async def authenticate_request(request: Request) -> Principal:
     """The caller's key, checked offline (format, checksum) and then against the database.
 
     Malformed, unknown, revoked and expired keys all get one code, so the answer is no oracle.
-    The lookup runs on every request: a revoked key is refused on the next request everywhere.
+    The lookup runs on every request: a revoked or suspended key is refused on the next request
+    everywhere. A client address that presented too many invalid keys gets 429 for a while.
     """
     token = _bearer_token(request)
     runtime = get_runtime(request)
+    # The client address only names a throttle counter (hashed, in memory or Redis): never stored.
+    address = request.client.host if request.client else "unknown"
+    await refuse_if_guessing(runtime.limiter, address, runtime.settings.abuse)
 
     def lookup() -> Principal | Rejection:
         with runtime.sessions() as session:
@@ -55,6 +60,7 @@ async def authenticate_request(request: Request) -> Principal:
         return result
     if result is Rejection.suspended:
         raise ApiError("account_suspended", "This API key or its account is suspended.")
+    await count_invalid_key(runtime.limiter, address, runtime.settings.abuse)
     raise ApiError("invalid_api_key", "The API key is not valid (check it, or create a new one).")
 
 
