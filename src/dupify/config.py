@@ -86,6 +86,8 @@ class MailSettings(BaseModel):
     """The outbox sender: who mail is from, how often it looks, and how it retries."""
 
     from_address: str = "Dupify <no-reply@dupify.localhost>"
+    # Off: this process only queues; another process (or `dupify outbox send`) delivers.
+    sender_enabled: bool = True
     poll_interval_s: float = Field(5.0, gt=0, description="a wake-up also comes on each enqueue")
     batch_size: int = Field(50, gt=0)
     max_attempts: int = Field(8, gt=0, description="then the message is marked failed")
@@ -99,6 +101,7 @@ class MailSettings(BaseModel):
 class AbuseSettings(BaseModel):
     """Key-guessing throttle and per-key spike flags (PRIVACY row 8)."""
 
+    monitor_enabled: bool = Field(True, description="scan for spikes inside the server")
     bad_key_attempts: int = Field(
         20, gt=0, description="invalid keys per client address per window"
     )
