@@ -20,6 +20,7 @@ import numpy.typing as npt
 import pytest
 import skimage.data
 from PIL import Image, ImageDraw, ImageFont
+from sklearn.datasets import load_sample_image
 
 from dupify.vision.analysis.faces import Face, FaceDetector
 from dupify.vision.analysis.text import (
@@ -339,6 +340,11 @@ def test_two_faces_side_by_side_are_two_faces(face_detector: FaceDetector) -> No
 )
 def test_no_faces_in_photos_without_people(face_detector: FaceDetector, name: str) -> None:
     assert face_detector.detect(rgb(getattr(skimage.data, name)())) == []
+
+
+@pytest.mark.parametrize("name", ["china.jpg", "flower.jpg"])
+def test_no_faces_in_scikit_learns_photos(face_detector: FaceDetector, name: str) -> None:
+    assert face_detector.detect(rgb(load_sample_image(name))) == []
 
 
 def test_tiny_images_have_no_faces(face_detector: FaceDetector) -> None:
