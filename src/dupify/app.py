@@ -13,6 +13,7 @@ from dupify import __version__
 from dupify.api.routes import router as api_router
 from dupify.api.usage import router as usage_router
 from dupify.backends import open_backends
+from dupify.background import start_mail_and_abuse_services
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
 from dupify.errors import install_error_handlers
@@ -77,6 +78,7 @@ def create_app(
                 scheduler = RetentionScheduler(sessions, settings)
                 await scheduler.start()
                 stack.push_async_callback(scheduler.stop)
+            await start_mail_and_abuse_services(settings, sessions, stack)
             log.info("dupify %s ready (%s)", __version__, settings.env.value)
             yield
 
