@@ -1,0 +1,232 @@
+"""PRIVACY row 5: images never touch disk. Large (~15 MB) images go through every input form of
+every image endpoint the app has, while the temp and data directories are watched; afterwards
+every new or changed file there, every database column, the cache backend and the captured log
+are searched for the image's bytes and its base64.
+
+Files created and removed again within a request are invisible to a directory snapshot; the
+audit-hook test (`tests/api/test_images_stay_in_memory.py`) catches those.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cache_backends import BACKENDS, backend_overrides, redis_contents
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from conftest import Api
+from dupify.config import ImageLimits, MiB
+from dupify.images.decoder import Decoder
+from dupify.models import Base
+from samples import noise_png, photo_jpeg
+
+IMAGE_ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")
+BIG_LIMITS = ImageLimits(max_image_bytes=20 * MiB, max_body_bytes=48 * MiB)
+Snapshot = dict[str, tuple[int, int, int]]
+
+
+@pytest.fixture(params=BACKENDS)
+def cache_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    yield from backend_overrides(request.param)
+
+
+@pytest.fixture(scope="module")
+def big_decoder() -> Iterator[Decoder]:
+    decoder = Decoder(BIG_LIMITS, workers=1)
+    decoder.warm_up()
+    yield decoder
+    decoder.close()
+
+
+@pytest.fixture(scope="module")
+def big_image() -> bytes:
+    image: bytes = noise_png(2300, 2200, seed=5)
+    assert 15_000_000 < len(image) < BIG_LIMITS.max_image_bytes
+    return image
+
+
+def needles(image: bytes) -> list[bytes]:
+    """Distinctive pieces: raw bytes from two places, and base64 aligned to whole triplets (so it
+    appears in the base64 of the whole file, wherever that is stored)."""
+    middle = len(image) // 2
+    encoded: bytes = base64.b64encode(image)
+    start = (len(encoded) // 2) // 4 * 4
+    return [image[middle : middle + 64], image[-4096:-4032], encoded[start : start + 88]]
+
+
+def watched_directories(database_url: str) -> list[Path]:
+    directories = {Path(tempfile.gettempdir()), Path("/dev/shm")}
+    if os.environ.get("TMPDIR"):
+        directories.add(Path(os.environ["TMPDIR"]))
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        directories.add(Path(url.database).parent)
+    return sorted(path for path in directories if path.is_dir())
+
+
+def snapshot(directories: list[Path]) -> Snapshot:
+    found: Snapshot = {}
+    for directory in directories:
+        for root, _, files in os.walk(directory, onerror=lambda _: None):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue  # removed meanwhile (other processes share /tmp)
+                found[path] = (info.st_mtime_ns, info.st_size, info.st_ino)
+    return found
+
+
+def files_holding(before: Snapshot, after: Snapshot, pieces: list[bytes]) -> list[str]:
+    """New or changed files (any process may write to /tmp meanwhile) that hold image bytes."""
+    hits = []
+    for path, state in after.items():
+        if before.get(path) == state:
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        if any(piece in data for piece in pieces):
+            hits.append(path)
+    return hits
+
+
+def requests_for(route: str, image: bytes, small: bytes) -> dict[str, dict[str, Any]]:
+    """Every input form the route takes (API section 2), each carrying the big image."""
+    encoded, small_encoded = base64.b64encode(image).decode(), base64.b64encode(small).decode()
+    raw = {"content": image, "headers": {"Content-Type": "image/png"}}
+    if route in ("/v1/embeddings", "/v1/analyze"):
+        return {
+            "json": {"json": {"input": encoded}},
+            "multipart": {"files": [("file", ("big.png", image, "image/png"))]},
+            "raw": raw,
+        }
+    if route == "/v1/compare":
+        return {
+            "json": {"json": {"a": encoded, "b": small_encoded}},
+            "multipart": {
+                "files": [
+                    ("a", ("big.png", image, "image/png")),
+                    ("b", ("small.jpg", small, "image/jpeg")),
+                ]
+            },
+        }
+    if route == "/v1/duplicates":
+        return {
+            "json": {"json": {"input": [encoded, small_encoded]}},
+            "multipart": {
+                "files": [
+                    ("file", ("big.png", image, "image/png")),
+                    ("file", ("small.jpg", small, "image/jpeg")),
+                ]
+            },
+        }
+    raise AssertionError(f"no request builder for the image route {route}: add its input forms")
+
+
+def stored_values(api: Api) -> Iterator[bytes]:
+    with api.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            for row in connection.execute(select(table)):
+                for value in row:
+                    if isinstance(value, bytes):
+                        yield value
+                    elif value is not None:
+                        yield str(value).encode()
+
+
+def object_bytes(root: object, seen: set[int] | None = None, depth: int = 0) -> Iterator[bytes]:
+    """Every bytes/str reachable from an in-process cache object (its entries, whatever their
+    private layout), without relying on its internals."""
+    seen = set() if seen is None else seen
+    if id(root) in seen or depth > 8:
+        return
+    seen.add(id(root))
+    if isinstance(root, bytes | bytearray | memoryview):
+        yield bytes(root)
+    elif isinstance(root, str):
+        yield root.encode()
+    elif isinstance(root, dict):
+        for key, value in root.items():
+            yield from object_bytes(key, seen, depth + 1)
+            yield from object_bytes(value, seen, depth + 1)
+    elif isinstance(root, list | tuple | set | frozenset):
+        for item in root:
+            yield from object_bytes(item, seen, depth + 1)
+    elif hasattr(root, "__dict__") and not callable(root):
+        yield from object_bytes(vars(root), seen, depth + 1)
+
+
+async def test_large_images_never_reach_disk_the_database_the_cache_or_the_log(
+    api_factory: Callable[..., Any],
+    big_decoder: Decoder,
+    big_image: bytes,
+    cache_backend: dict[str, Any],
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pieces = needles(big_image)
+    small = photo_jpeg("coffee")
+    async with api_factory(limits=BIG_LIMITS, decoder=big_decoder, **cache_backend) as api:
+        # From the OpenAPI document: every POST route the app serves, as it is mounted.
+        paths = api.app.openapi()["paths"]
+        routes = sorted(path for path in IMAGE_ROUTES if "post" in paths.get(path, {}))
+        assert "/v1/embeddings" in routes
+        auth = {"Authorization": f"Bearer {api.new_key()}"}
+        directories = watched_directories(database_url)
+        before = snapshot(directories)
+        sent = []
+        for route in routes:
+            for form in requests_for(route, big_image, small):
+                # Twice: the second is a cache hit where the route caches, and must not store
+                # the image either.
+                for _ in range(2):
+                    request = requests_for(route, big_image, small)[form]
+                    headers = {**auth, **request.pop("headers", {})}
+                    response = await api.client.post(route, headers=headers, timeout=120, **request)
+                    assert response.status_code == 200, (route, form, response.text[:300])
+                sent.append((route, form))
+        await api.flush_usage()
+        after = snapshot(directories)
+
+        assert files_holding(before, after, pieces) == []
+        for value in stored_values(api):
+            assert not any(piece in value for piece in pieces)
+        cache = api.app.state.runtime.cache
+        if cache.backend == "embedded":
+            assert len(cache) > 0, "the cache holds nothing: the search would prove nothing"
+            cache_values = list(object_bytes(cache))
+        else:
+            contents = redis_contents(cache_backend)
+            assert contents, "Redis holds nothing: the search would prove nothing"
+            cache_values = [key + value for key, value in contents.items()]
+        for value in cache_values:
+            assert not any(piece in value for piece in pieces)
+    logged = (caplog.text + "".join(str(r.args) for r in caplog.records)).encode()
+    assert not any(piece in logged for piece in pieces)
+    assert len(sent) >= 3
+
+
+def test_the_search_finds_image_bytes_in_a_file_that_holds_them(
+    tmp_path: Path, big_image: bytes
+) -> None:
+    """Control: the snapshot and search do catch an image written to a watched directory."""
+    directories = [tmp_path]
+    before = snapshot(directories)
+    (tmp_path / "spooled").write_bytes(b"header" + big_image)
+    (tmp_path / "encoded").write_bytes(base64.b64encode(big_image))
+    (tmp_path / "unrelated").write_bytes(b"nothing to see")
+    after = snapshot(directories)
+    found = files_holding(before, after, needles(big_image))
+    assert sorted(Path(path).name for path in found) == ["encoded", "spooled"]
