@@ -61,14 +61,15 @@ def key_windows(session: Session, settings: AbuseSettings, now: datetime) -> lis
     if not current:
         return []
     key_ids = [row[0] for row in current]
-    baseline = dict(
-        session.execute(
+    baseline = {
+        key_id: int(count)
+        for key_id, count in session.execute(
             select(RequestLog.key_id, func.count())
             .where(RequestLog.created_at >= baseline_start, RequestLog.created_at < start)
             .where(RequestLog.key_id.in_(key_ids))
             .group_by(RequestLog.key_id)
-        ).tuples()
-    )
+        )
+    }
     return [
         KeyWindow(
             key_id=str(key_id),
@@ -100,11 +101,12 @@ def _flag_kinds(window: KeyWindow, settings: AbuseSettings) -> list[tuple[str, s
 def scan_for_abuse(session: Session, settings: AbuseSettings, now: datetime) -> list[AbuseFlag]:
     """Add the flags the last window calls for (none twice per key, kind and window)."""
     since = now - settings.spike_window
-    recent = set(
-        session.execute(
+    recent = {
+        (key_id, kind)
+        for key_id, kind in session.execute(
             select(AbuseFlag.key_id, AbuseFlag.kind).where(AbuseFlag.created_at > since)
-        ).tuples()
-    )
+        )
+    }
     flags = []
     for window in key_windows(session, settings, now):
         for kind, detail in _flag_kinds(window, settings):
@@ -131,6 +133,7 @@ class AbuseMonitor:
         self.settings = settings
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id('abuse')}"
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def run_once(self, now: datetime) -> int | None:
         """Scan if this process wins the window's lease; the number of new flags, or None."""
@@ -153,18 +156,22 @@ class AbuseMonitor:
         return len(flags)
 
     async def start(self) -> None:
+        self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="dupify-abuse-monitor")
 
     async def stop(self) -> None:
+        # Wait for a scan in progress rather than cancel it: its thread would run on regardless.
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 await asyncio.to_thread(self.run_once, utcnow())
             except Exception:
                 log.exception("abuse scan failed; trying again next window")
-            await asyncio.sleep(self.settings.spike_window.total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stop.wait(), timeout=self.settings.spike_window.total_seconds()
+                )
