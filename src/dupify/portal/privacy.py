@@ -38,10 +38,10 @@ class PolicyFacts:
 
 
 def humanise(period: timedelta) -> str:
-    """90 days, 24 hours, 15 minutes: the largest whole unit that fits."""
+    """90 days, 24 hours, 15 minutes: the largest whole unit that fits (days from two on)."""
     seconds = int(period.total_seconds())
-    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
+    for unit, size, at_least in (("day", 86_400, 2), ("hour", 3_600, 1), ("minute", 60, 1)):
+        if seconds >= size * at_least and seconds % size == 0:
             count = seconds // size
             return f"{count} {unit}{'' if count == 1 else 's'}"
     return f"{seconds} seconds"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dupify.api.usage import percentile, summarise
@@ -183,7 +183,7 @@ class LogFilter:
 
 
 def account_endpoints(db: Session, account_id: str) -> list[str]:
-    query = select(distinct(RequestLog.endpoint)).where(RequestLog.account_id == account_id)
+    query = select(RequestLog.endpoint).where(RequestLog.account_id == account_id).distinct()
     return sorted(db.scalars(query))
 
 
