@@ -25,6 +25,7 @@ from dupify.keys.service import create_key
 from dupify.migrate import upgrade
 from dupify.models import Base
 from dupify.vision.registry import ModelRegistry
+from kv_fixtures import cache_backend, redis_server  # noqa: F401 - fixtures, shared by every test
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DUPIFY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

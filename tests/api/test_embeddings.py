@@ -138,4 +138,9 @@ async def test_health_and_readiness(api: Api) -> None:
     assert (await api.client.get("/healthz")).json() == {"status": "ok"}
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": "ok", "inference": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "inference": "ok",
+        "cache": "ok (embedded)",
+        "rate_limits": "ok (embedded)",
+    }

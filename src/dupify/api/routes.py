@@ -220,4 +220,8 @@ async def readyz(request: Request) -> dict[str, Any]:
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         raise ApiError("not_ready", f"not ready: {', '.join(failing)} failing")
+    # Reported, never failing: without Redis the process still serves (per-process limits, no
+    # cache), and taking every instance out of rotation would turn a degradation into an outage.
+    checks["cache"] = runtime.cache.status()
+    checks["rate_limits"] = runtime.limiter.status()
     return {"status": "ready", "checks": checks}

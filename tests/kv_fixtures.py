@@ -1,5 +1,6 @@
-"""Fixtures for the limits, quota and cache tests: the `cache_backend` parameter (embedded and
-Redis: the same tests run on both) and a private `redis-server` that tests may stop and freeze."""
+"""Fixtures for the limits, quota and cache tests (loaded by conftest.py): the `cache_backend`
+parameter (embedded and Redis: the same tests run on both) and a private `redis-server` that a
+test may stop, restart, freeze and thaw."""
 
 from __future__ import annotations
 
