@@ -158,11 +158,41 @@ def account_create(
     admin: Annotated[bool, typer.Option(help="Give the operator role.")] = False,
 ) -> None:
     """Create an account."""
-    with unit_of_work(load_settings()) as session:
+    settings = load_settings()
+    _require_known_plan(settings, plan)
+    with unit_of_work(settings) as session:
         account = accounts.create_account(
             session, email=email, name=name, plan=plan, role="admin" if admin else "user"
         )
         console.print(f"created account {account.id} <{account.email}>", highlight=False)
+
+
+def _require_known_plan(settings: Settings, plan: str) -> None:
+    if plan not in settings.plans:
+        errors.print(
+            f"[red]error:[/red] unknown plan {plan!r}; this deployment has: "
+            + ", ".join(sorted(settings.plans))
+        )
+        raise typer.Exit(1)
+
+
+@account_app.command("set-plan")
+def account_set_plan(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    plan: Annotated[str, typer.Argument(help="Plan name (see DUPIFY_PLANS__*).")],
+) -> None:
+    """Move an account to another plan; its limits apply from its next request."""
+    settings = load_settings()
+    _require_known_plan(settings, plan)
+    with unit_of_work(settings) as session:
+        account = accounts.require_by_email(session, email)
+        previous, account.plan = account.plan, plan
+        limits = settings.plans[plan]
+        console.print(
+            f"{account.email}: plan {previous} -> {plan} ({limits.requests_per_minute} "
+            f"requests/minute per key, {limits.images_per_month} images/month)",
+            highlight=False,
+        )
 
 
 @account_app.command("list")
