@@ -1,0 +1,163 @@
+"""Redis faults while requests flow (a redis-server of the test's own): stopped and restarted,
+frozen with SIGSTOP and thawed. The API keeps answering without 5xx or stalls, says so in
+/readyz, and resumes shared limits and caching by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from conftest import Api
+from kv_fixtures import RedisServer
+from samples import noise_png
+
+# No request may take longer than this, whatever Redis does (the must-hold of issue 4).
+STALL_LIMIT_S = 1.0
+
+
+def fault_settings(server: RedisServer) -> dict[str, Any]:
+    return {
+        "redis_url": server.url,
+        "redis": {"timeout_s": 0.2, "probe_interval_s": 0.2, "probe_max_interval_s": 0.4},
+        "plans": {"free": {"requests_per_minute": 100_000}},
+    }
+
+
+class Traffic:
+    """Requests in a loop from a few concurrent clients, each timed, until stopped."""
+
+    def __init__(self, api: Api, key: str) -> None:
+        self.api = api
+        self.auth = {"Authorization": f"Bearer {key}"}
+        self.results: list[tuple[int, float, str]] = []
+        self._running = True
+        self._image = base64.b64encode(noise_png(32, 32, seed=99)).decode()
+
+    async def _client(self, index: int) -> None:
+        while self._running:
+            started = time.monotonic()
+            if index % 2:
+                response = await self.api.client.get("/v1/models", headers=self.auth)
+            else:
+                response = await self.api.client.post(
+                    "/v1/embeddings", json={"input": self._image}, headers=self.auth
+                )
+            self.results.append(
+                (response.status_code, time.monotonic() - started, response.request.url.path)
+            )
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> Traffic:
+        self._tasks = [asyncio.create_task(self._client(index)) for index in range(3)]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._running = False
+        await asyncio.gather(*self._tasks)
+
+    def check(self) -> None:
+        assert len(self.results) > 20, "too little traffic to tell anything"
+        statuses = {status for status, _, _ in self.results}
+        assert statuses == {200}, statuses
+        slowest = max(duration for _, duration, _ in self.results)
+        assert slowest < STALL_LIMIT_S, f"a request stalled for {slowest:.2f} s"
+
+
+async def wait_until_redis_is_used(api: Api, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while api.app.state.runtime.limiter.status() != "ok":
+        assert time.monotonic() < deadline, "redis was not used again after it came back"
+        await asyncio.sleep(0.1)
+
+
+async def cache_states(api: Api, key: str, image: bytes) -> list[str]:
+    states = []
+    for _ in range(2):
+        response = await api.client.post(
+            "/v1/embeddings",
+            json={"input": base64.b64encode(image).decode()},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 200, response.text
+        states.append(response.headers["X-Cache"])
+    return states
+
+
+async def readiness(api: Api) -> dict[str, str]:
+    response = await api.client.get("/readyz")
+    assert response.status_code == 200, response.text  # degraded, still ready
+    checks: dict[str, str] = response.json()["checks"]
+    return checks
+
+
+async def test_redis_stopped_and_restarted_while_requests_flow(
+    api_factory: Callable[..., Any],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dupify.kv")
+    async with api_factory(**fault_settings(redis_server)) as api:
+        key = api.new_key()
+        assert await cache_states(api, key, noise_png(32, 32, seed=1)) == ["miss", "hit"]
+        async with Traffic(api, key) as traffic:
+            await asyncio.sleep(0.3)
+            redis_server.stop()
+            await asyncio.sleep(1.0)
+            checks = await readiness(api)
+            assert checks["cache"].startswith("degraded: redis unreachable")
+            assert checks["rate_limits"].startswith("degraded: redis unreachable")
+            redis_server.start()  # a new, empty Redis on the same port
+            await wait_until_redis_is_used(api)
+            await asyncio.sleep(0.3)
+        traffic.check()
+        assert "redis unavailable" in caplog.text
+        assert "redis reachable again" in caplog.text
+        assert (await readiness(api))["cache"] == "ok"
+        assert await cache_states(api, key, noise_png(32, 32, seed=2)) == ["miss", "hit"]
+
+
+async def test_redis_frozen_for_seconds_while_requests_flow(
+    api_factory: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    async with api_factory(**fault_settings(redis_server)) as api:
+        key = api.new_key()
+        async with Traffic(api, key) as traffic:
+            await asyncio.sleep(0.3)
+            redis_server.freeze()
+            try:
+                await asyncio.sleep(2.5)
+                assert (await readiness(api))["rate_limits"].startswith("degraded")
+            finally:
+                redis_server.thaw()
+            await wait_until_redis_is_used(api)
+            await asyncio.sleep(0.3)
+        traffic.check()
+        assert await cache_states(api, key, noise_png(32, 32, seed=3)) == ["miss", "hit"]
+
+
+async def test_limits_fall_back_to_this_process_while_redis_is_down(
+    api_factory: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    settings = fault_settings(redis_server)
+    settings["plans"] = {"free": {"requests_per_minute": 3, "images_per_month": 2}}
+    async with api_factory(**settings) as api:
+        key = api.new_key()
+        auth = {"Authorization": f"Bearer {key}"}
+        redis_server.stop()
+        statuses = [
+            (await api.client.get("/v1/models", headers=auth)).status_code for _ in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429]
+        images = [base64.b64encode(noise_png(24, 24, seed=s)).decode() for s in (7, 8)]
+        other = {"Authorization": f"Bearer {api.new_key()}"}
+        ok = await api.client.post("/v1/embeddings", json={"input": images}, headers=other)
+        assert ok.status_code == 200, ok.text
+        assert ok.headers["X-Cache"] == "miss"
+        over = await api.client.post("/v1/embeddings", json={"input": images[:1]}, headers=other)
+        assert over.status_code == 429 and over.json()["error"]["code"] == "quota_exceeded"
