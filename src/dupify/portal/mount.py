@@ -8,7 +8,13 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from dupify.config import Settings
-from dupify.portal import routes_account, routes_auth, routes_keys, routes_usage
+from dupify.portal import (
+    routes_account,
+    routes_admin,
+    routes_auth,
+    routes_keys,
+    routes_usage,
+)
 from dupify.portal.context import exception_handlers
 from dupify.portal.headers import SecurityHeadersMiddleware
 
@@ -16,7 +22,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def install_portal(app: FastAPI, settings: Settings) -> None:
-    for module in (routes_auth, routes_keys, routes_usage, routes_account):
+    for module in (routes_auth, routes_keys, routes_usage, routes_account, routes_admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for exception, handler in exception_handlers().items():
