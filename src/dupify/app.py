@@ -75,7 +75,7 @@ def create_app(
                 cache=cache,
             )
             if settings.retention.scheduler_enabled:
-                scheduler = RetentionScheduler(sessions, settings)
+                scheduler = RetentionScheduler(sessions, settings, cache=cache)
                 await scheduler.start()
                 stack.push_async_callback(scheduler.stop)
             await start_mail_and_abuse_services(settings, sessions, stack)

@@ -96,14 +96,17 @@ async def _delete_and_search(
     with transaction(sessions) as session:
         doomed = populate(session, "zelda")
         kept = populate(session, "yorick")
+    # The kept account first: keys both touch (per client address, e.g. the key-guessing
+    # throttle) are then counted as the kept account's, and the doomed account's are its own.
     redis_before = set(redis_contents(cache_backend))
-    await _traffic(api, doomed)
-    doomed_keys = set(redis_contents(cache_backend)) - redis_before
-    doomed_entries = _embedded_entries(runtime)
     await _traffic(api, kept)
-    kept_keys = set(redis_contents(cache_backend)) - redis_before - doomed_keys
+    kept_keys = set(redis_contents(cache_backend)) - redis_before
+    kept_entries = _embedded_entries(runtime)
+    await _traffic(api, doomed)
+    doomed_keys = set(redis_contents(cache_backend)) - redis_before - kept_keys
     cached_before = _embedded_entries(runtime)
-    assert (doomed_entries >= 1 and cached_before > doomed_entries) or "redis_url" in cache_backend
+    doomed_entries = cached_before - kept_entries
+    assert (kept_entries >= 1 and doomed_entries >= 1) or "redis_url" in cache_backend
     assert (doomed_keys and kept_keys) or "redis_url" not in cache_backend
     await api.flush_usage()
     # A request still buffered by the usage recorder at deletion time must not land afterwards.
@@ -136,9 +139,15 @@ async def _delete_and_search(
     for needle in [*doomed.identifiers, *doomed.key_ids]:
         assert needle not in stored, needle
     assert _files_holding(database_url, doomed.identifiers) == {}
-    logged = caplog.text + "\n".join(str(record.args) for record in caplog.records)
-    for needle in doomed.identifiers:
-        assert needle not in logged, needle
+    # No log line holds them, with one documented exception: without DUPIFY_SMTP_URL the
+    # outbox "sends" mail by writing it to the log (API.md section 10), address and body
+    # included; a deployment that must forget addresses in its logs sets DUPIFY_SMTP_URL.
+    for record in caplog.records:
+        if record.name == "dupify.mail" and "no DUPIFY_SMTP_URL" in record.getMessage():
+            continue
+        line = record.getMessage() + (record.exc_text or "")
+        for needle in doomed.identifiers:
+            assert needle not in line, (record.name, line)
 
     with sessions() as session:
         tombstones = session.scalars(select(DeletionTombstone)).all()

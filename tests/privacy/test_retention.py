@@ -17,6 +17,7 @@ from conftest import TEST_SECRET, make_settings
 from dupify.accounts.models import OneTimeToken, WebSession
 from dupify.accounts.service import create_account
 from dupify.audit.models import AuditEvent
+from dupify.cache import EmbeddedCache
 from dupify.cli import app as cli
 from dupify.db import create_db_engine, new_id, session_factory, transaction, utcnow
 from dupify.jobs.models import JobLease
@@ -223,3 +224,20 @@ async def test_the_server_runs_the_scheduler(api_factory: Callable[..., Any]) ->
                     break
         with sessions() as session:
             assert session.scalars(select(RequestLog.request_id)).all() == []
+
+
+async def test_the_scheduler_purges_expired_embedded_cache_entries(database_url: str) -> None:
+    now = [1000.0]
+    cache = EmbeddedCache(b"k" * 32, max_bytes=1 << 20, ttl_s=60, clock=lambda: now[0])
+    await cache.set_many({"old": b"result"})
+    now[0] += 30
+    await cache.set_many({"young": b"result"})
+    now[0] += 31
+    engine = create_db_engine(database_url)
+    try:
+        scheduler = RetentionScheduler(session_factory(engine), make_settings(database_url), cache)
+        removed = await scheduler.run_if_due()
+    finally:
+        engine.dispose()
+    assert removed is not None and dict(removed)["result_cache_expired"] == 1
+    assert len(cache) == 1

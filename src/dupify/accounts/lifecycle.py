@@ -81,15 +81,24 @@ async def delete_account(
 
     The portal passes `initiated_by="self"`; the CLI and /admin pass `"operator"` (with the
     operator's own account id for the audit row, never the deleted account's). `cache` and
-    `limiter` are the runtime's: their entries are removed now, not left to expire. If Redis is
-    down they raise `KvUnavailable` after the rows are gone; calling again finishes the job.
+    `limiter` are the runtime's: their entries are removed now, not left to expire.
+
+    The cache and limiter are cleared before the rows go, so if Redis is down (`KvUnavailable`)
+    nothing is deleted yet and the caller can retry; and again afterwards, for entries written
+    by requests in between (after the rows are gone the keys are refused, so nothing new comes).
     """
+    key_ids = await asyncio.to_thread(_key_ids, sessions, account_id)
+    cached = await _forget(account_id, key_ids, cache, limiter)
     rows_removed, key_ids = await asyncio.to_thread(
         _delete_rows, sessions, account_id, initiated_by, operator_id
     )
-    cached = await cache.forget_account(account_id) if cache is not None else 0
-    if limiter is not None:
-        await limiter.forget_account(account_id, key_ids)
+    try:
+        cached += await _forget(account_id, key_ids, cache, limiter)
+    except Exception:
+        log.warning(
+            "after an account deletion the cache/limiter were unreachable; entries written "
+            "during the deletion expire with their TTL and can no longer be read"
+        )
     await asyncio.to_thread(_reclaim_deleted_pages, sessions)
     # Counts only: the log must not hold the deleted account's id, email or name.
     log.info(
@@ -99,6 +108,25 @@ async def delete_account(
         cached,
     )
     return DeletionReport(deleted_at=utcnow(), rows_removed=rows_removed, cached_results=cached)
+
+
+async def _forget(
+    account_id: str,
+    key_ids: Sequence[str],
+    cache: CachedResults | None,
+    limiter: LimitCounters | None,
+) -> int:
+    cached = await cache.forget_account(account_id) if cache is not None else 0
+    if limiter is not None:
+        await limiter.forget_account(account_id, key_ids)
+    return cached
+
+
+def _key_ids(sessions: sessionmaker[Session], account_id: str) -> list[str]:
+    with sessions() as session:
+        if session.get(Account, account_id) is None:
+            raise AccountNotFound(account_id)
+        return list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id)))
 
 
 async def delete_account_in_runtime(
@@ -117,8 +145,8 @@ async def delete_account_in_runtime(
         account_id,
         initiated_by=initiated_by,
         operator_id=operator_id,
-        cache=getattr(runtime, "cache", None),
-        limiter=getattr(runtime, "limiter", None),
+        cache=runtime.cache,
+        limiter=runtime.limiter,
     )
 
 
