@@ -34,6 +34,7 @@ from dupify.images.decoder import Decoder
 from dupify.vision.registry import ModelRegistry
 
 MODEL = "dupify-visual-1"
+SEMANTIC_MODEL = "dupify-semantic-1"  # the second bundled model, measured alone beside it
 KEY = re.compile(r"dpy_[0-9A-Za-z]{38}")
 
 
@@ -56,8 +57,10 @@ async def images_per_second(
     return statistics.median(rates), rates
 
 
-async def model_alone(registry: ModelRegistry, batch: int, total: int) -> int:
-    model = registry.get(MODEL)
+async def model_alone(
+    registry: ModelRegistry, batch: int, total: int, model_id: str = MODEL
+) -> int:
+    model = registry.get(model_id)
     tensors = np.zeros((batch, *model.input_shape), dtype=np.float32)
     for _ in range(total // batch):
         await asyncio.to_thread(model.predict, tensors)
@@ -143,6 +146,12 @@ async def main() -> None:
             lambda batch=batch: model_alone(registry, batch, args.images), args.rounds
         )
         rows.append((f"model alone, batch {batch}", "tensor", median, rates))
+    for batch in (1, 16):
+        median, rates = await images_per_second(
+            lambda batch=batch: model_alone(registry, batch, args.images, SEMANTIC_MODEL),
+            args.rounds,
+        )
+        rows.append((f"{SEMANTIC_MODEL} alone, batch {batch}", "tensor", median, rates))
     for label, image in photos.items():
         median, rates = await images_per_second(
             lambda image=image: pipeline(registry, decoder, image, args.images, args.concurrency),
@@ -167,7 +176,8 @@ async def main() -> None:
 
     baseline = rows[1][2]  # the model alone at batch 16
     table = Table(
-        title=f"{MODEL} images/s on {cores} cores: median of {args.rounds} rounds "
+        title=f"images/s ({MODEL} unless a stage names another model) on {cores} cores: "
+        f"median of {args.rounds} rounds "
         f"of {args.images} images"
     )
     for column in ("stage", "input", "images/s (median)", "min..max", "x model alone (b16)"):
