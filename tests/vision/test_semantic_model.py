@@ -311,10 +311,15 @@ def test_top_labels_shape_and_validation() -> None:
 # --- registry and API -------------------------------------------------------------------------
 
 
-def test_default_models_and_a_selection() -> None:
+def test_a_selection_of_bundled_models_uses_the_configured_cache(tmp_path: Path) -> None:
     assert LABELS_VERSION == "imagenet-effnet-lite0@1"
+    settings = InferenceSettings(intra_op_threads=1, model_cache_dir=tmp_path)
+    [model] = load_default_models(settings, only={"dupify-semantic-1"})
+    assert isinstance(model, SemanticModel)
+    assert Path(model.graph_path).parent == tmp_path / "models"
+    assert model.labels_version == LABELS_VERSION
     with pytest.raises(ValueError, match="unknown model ids"):
-        load_default_models(InferenceSettings(), only={"dupify-nope-1"})
+        load_default_models(settings, only={"dupify-nope-1"})
 
 
 async def test_the_registry_counts_each_models_images(
