@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: install install-test run test check format lint types bench services clean
+.PHONY: install install-test run test check format lint types bench services browser clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -34,7 +34,10 @@ run: install
 services:
 	scripts/ensure-services.sh
 
-test: install-test services
+browser:
+	scripts/ensure-chromium.sh
+
+test: install-test services browser
 	$(BIN)/python -m pytest
 
 format:
