@@ -145,6 +145,14 @@ class CacheSettings(BaseModel):
     ttl: timedelta = Field(timedelta(hours=24), gt=timedelta(0))
     embedded_max_bytes: int = Field(256 * MiB, gt=0, description="embedded backend's memory cap")
 
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _seconds_from_the_environment(cls, value: object) -> object:
+        # DUPIFY_CACHE__TTL=3600 arrives as the string "3600": read it as seconds, like a number.
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
+
 
 class RedisSettings(BaseModel):
     """How Redis (DUPIFY_REDIS_URL) is used: tight timeouts, so a sick Redis stalls no request."""

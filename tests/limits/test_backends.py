@@ -220,3 +220,5 @@ def test_plans_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.plans["pro"].images_per_month == 42
     assert settings.plan("no-such-plan") == settings.plans["free"]
     assert Settings(_env_file=None).cache.ttl.total_seconds() == 24 * 3600  # type: ignore[call-arg]
+    monkeypatch.setenv("DUPIFY_CACHE__TTL", "3600")
+    assert Settings(_env_file=None).cache.ttl.total_seconds() == 3600  # type: ignore[call-arg]
