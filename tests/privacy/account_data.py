@@ -49,6 +49,7 @@ def populate(session: Session, label: str) -> Person:
     now = utcnow()
     session_id = secrets.token_hex(32)
     token_hash = secrets.token_hex(32)
+    link = secrets.token_urlsafe(32)
     session.add_all(
         [
             WebSession(id=session_id, account_id=account.id, expires_at=now + timedelta(days=1)),
@@ -66,7 +67,15 @@ def populate(session: Session, label: str) -> Person:
                 kind="verification",
                 to_address=account.email,
                 subject="Verify your email",
-                body=f"Hello {account.name}, verify your email.",
+                body=f"Hello {account.name}, verify: https://dupify.test/verify-email/{link}",
+            ),
+            OutboxMessage(
+                id=new_id("msg"),
+                account_id=account.id,
+                kind="security",
+                to_address=account.email,
+                subject="A new API key",
+                body=f"Hello {account.name}, a key named {label} live was created.",
             ),
             AbuseFlag(account_id=account.id, key_id=live.record.id, kind="request_spike"),
             AuditEvent(event="login", actor_account_id=account.id, account_id=account.id),
@@ -98,5 +107,6 @@ def populate(session: Session, label: str) -> Person:
             live.secret,
             session_id,
             token_hash,
+            link,
         ],
     )

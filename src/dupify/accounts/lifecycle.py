@@ -241,6 +241,11 @@ SECRET_COLUMNS: dict[str, frozenset[str]] = {
     "one_time_tokens": frozenset({"token_hash"}),
 }
 
+# Mail whose body carries a one-time link (the raw token): the body is withheld from the export,
+# since the file would otherwise let its finder verify an address or reset the password.
+LINK_MAIL_KINDS = frozenset({"verification", "password_reset", "email_change"})
+WITHHELD_BODY = "(withheld: this message holds a one-time link)"
+
 # Export section name -> (model, the column that names the account).
 EXPORT_SECTIONS: dict[str, tuple[type[Base], str]] = {
     "api_keys": (ApiKey, "account_id"),
@@ -271,6 +276,9 @@ def export_account(session: Session, account_id: str) -> dict[str, Any]:
         query = select(model).where(table.c[owner_column] == account_id)
         order = _order_columns(table)
         export[section] = [_row_data(table, row) for row in session.scalars(query.order_by(*order))]
+    for message in export["outbox_messages"]:
+        if message["kind"] in LINK_MAIL_KINDS:
+            message["body"] = WITHHELD_BODY
     export["audit_events"] = _audit_events(session, account_id)
     return export
 
