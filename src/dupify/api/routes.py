@@ -114,7 +114,7 @@ def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
-    responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "model_not_found"),
+    responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "model_not_found", "quota_exceeded"),
     openapi_extra=image_request_body(
         EmbeddingsRequest,
         {
@@ -179,7 +179,9 @@ async def create_embeddings(
 @router.get(
     "/v1/models",
     response_model=ModelList,
-    responses=error_responses("missing_api_key", "invalid_api_key", "account_suspended"),
+    responses=error_responses(
+        "missing_api_key", "invalid_api_key", "account_suspended", "rate_limited"
+    ),
     summary="List the models",
     tags=["models"],
 )

@@ -97,7 +97,14 @@ def error_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-AUTH_ERRORS = ("missing_api_key", "invalid_api_key", "account_suspended", "insufficient_scope")
+# Every authenticated route can also answer 429 `rate_limited` (the per-key rate limit).
+AUTH_ERRORS = (
+    "missing_api_key",
+    "invalid_api_key",
+    "account_suspended",
+    "insufficient_scope",
+    "rate_limited",
+)
 IMAGE_ERRORS = (
     "payload_too_large",
     "unsupported_media_type",
