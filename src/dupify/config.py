@@ -70,7 +70,8 @@ class PortalSettings(BaseModel):
 
     # Base of the links in emails (e.g. https://dupify.example.com); default: the request's own.
     public_url: str | None = None
-    # Behind a TLS-terminating proxy: believe its X-Forwarded-Proto (cookies get __Host-/Secure).
+    # Behind a TLS-terminating proxy: believe its X-Forwarded-Proto (cookies get __Host-/Secure)
+    # and the X-Forwarded-For entry it appended (the sign-in throttle's client address).
     trust_forwarded_proto: bool = False
     session_lifetime: timedelta = timedelta(days=14)
     session_idle_timeout: timedelta = timedelta(days=2)

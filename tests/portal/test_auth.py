@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 from portal_helpers import (
     PASSWORD,
@@ -212,3 +215,28 @@ async def test_brute_force_sign_in_gets_locked_out(api: Api) -> None:
 def test_password_hash_parameters_meet_owasp() -> None:
     assert HASHER.memory_cost >= 19456 and HASHER.time_cost >= 2 and HASHER.parallelism >= 1
     assert HASHER.type.name == "ID"
+
+
+async def test_behind_a_trusted_proxy_tls_and_client_addresses_come_from_its_headers(
+    api_factory: Callable[..., Any],
+) -> None:
+    async with api_factory(portal={"trust_forwarded_proto": True, "login_attempts": 2}) as running:
+        member = await signed_in_member(running)
+        async with member, _client(running) as client:
+            proxied = {"X-Forwarded-Proto": "https"}
+            page = await client.get("/login", headers=proxied)
+            assert page.headers["set-cookie"].startswith("__Host-dupify_csrf=")
+            assert "strict-transport-security" in page.headers
+            token = page.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+            client.cookies.set("__Host-dupify_csrf", token)
+
+            async def guess(address: str) -> int:
+                response = await client.post(
+                    "/login",
+                    data={"csrf_token": token, "email": member.email, "password": "wrong guess"},
+                    headers={**proxied, "X-Forwarded-For": f"203.0.113.9, {address}"},
+                )
+                return response.status_code
+
+            assert [await guess("198.51.100.1") for _ in range(3)] == [400, 400, 429]
+            assert await guess("198.51.100.2") == 400  # another client behind the same proxy

@@ -102,6 +102,13 @@ class Visitor:
 
     @property
     def client_address(self) -> str:
+        """Who is asking, for the sign-in throttle. Behind a trusted proxy, the address that proxy
+        appended to X-Forwarded-For (the last entry: earlier ones are the client's own claims)."""
+        if self.runtime.settings.portal.trust_forwarded_proto:
+            forwarded = self.request.headers.get("x-forwarded-for", "")
+            last = forwarded.split(",")[-1].strip()
+            if last:
+                return last
         return self.request.client.host if self.request.client else "unknown"
 
     def field(self, name: str, default: str = "") -> str:
