@@ -225,26 +225,21 @@ def account_delete(
     import asyncio
 
     from dupify.accounts import lifecycle
+    from dupify.kv import KvUnavailable
 
     settings = load_settings()
     with unit_of_work(settings) as session:
         account_id = accounts.require_by_email(session, email).id
     if not yes and not typer.confirm(f"Delete {email} and all its data? This cannot be undone"):
         raise typer.Exit(1)
-    engine = create_db_engine(settings.database_url)
     try:
-        report = asyncio.run(
-            lifecycle.delete_account(
-                session_factory(engine),
-                account_id,
-                initiated_by="operator",
-            )
-        )
+        report = asyncio.run(lifecycle.delete_account_outside_server(settings, account_id))
     except lifecycle.AccountNotFound:
         errors.print("[red]error:[/red] the account was deleted meanwhile")
         raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
+    except KvUnavailable as exc:
+        errors.print("[red]error:[/red] Redis is unreachable; nothing was deleted, try again")
+        raise typer.Exit(1) from exc
     removed = sum(report.rows_removed.values())
     console.print(f"deleted the account: {removed} rows, {report.cached_results} cached results")
 

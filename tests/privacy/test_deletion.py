@@ -3,6 +3,7 @@ account's email, name or id, and a tombstone without personal data records the d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,15 +14,14 @@ from account_data import Person, populate
 from cache_backends import BACKENDS, backend_overrides, redis_contents
 from sqlalchemy import String, Text, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from conftest import TEST_SECRET, Api
 from dupify.accounts import lifecycle
 from dupify.accounts.models import Account, DeletionTombstone
 from dupify.audit.models import AuditEvent
 from dupify.cli import app as cli
-from dupify.db import create_db_engine, session_factory, transaction
+from dupify.db import session_factory, transaction
 from dupify.keys.models import ApiKey
 from dupify.models import Base
 from dupify.usage.models import RequestLog
@@ -175,30 +175,48 @@ async def _delete_and_search(
         await lifecycle.delete_account(sessions, doomed.id, initiated_by="self")
 
 
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
-
-
-def test_cli_delete_needs_confirmation_then_deletes(
-    database_url: str, sessions: sessionmaker[Session]
+async def test_cli_delete_needs_confirmation_then_deletes_everywhere(
+    api_factory: Callable[..., Any], cache_backend: dict[str, Any], database_url: str
 ) -> None:
-    with transaction(sessions) as session:
-        person = populate(session, "xavier")
-    runner = CliRunner()
-    env = {"DUPIFY_DATABASE_URL": database_url, "DUPIFY_SECRET_KEY": TEST_SECRET, "COLUMNS": "200"}
-    declined = runner.invoke(cli, ["account", "delete", person.email], env=env, input="n\n")
-    assert declined.exit_code != 0
-    with sessions() as session:
-        assert session.get(Account, person.id) is not None
-    done = runner.invoke(cli, ["account", "delete", person.email, "--yes"], env=env)
-    assert done.exit_code == 0, done.output
-    assert "deleted the account" in done.output and person.email not in done.output
-    with sessions() as session:
-        assert session.get(Account, person.id) is None
-        assert session.scalars(select(DeletionTombstone.initiated_by)).all() == ["operator"]
-    assert _files_holding(database_url, person.identifiers) == {}
-    missing = runner.invoke(cli, ["account", "delete", person.email, "--yes"], env=env)
-    assert missing.exit_code == 1 and "no account" in missing.output
+    """`dupify account delete` from a shell, while a server runs: with Redis, the account's
+    shared cache entries and counters go too."""
+    async with api_factory(**cache_backend) as api:
+        sessions = session_factory(api.engine)
+        with transaction(sessions) as session:
+            person = populate(session, "xavier")
+            bystander = populate(session, "walter")
+        # Keys any client touches (per address) are written by the bystander first.
+        await _traffic(api, bystander)
+        before = set(redis_contents(cache_backend))
+        await _traffic(api, person)
+        written = set(redis_contents(cache_backend)) - before
+        assert written or "redis_url" not in cache_backend
+        await api.flush_usage()
+
+        env = {
+            "DUPIFY_DATABASE_URL": database_url,
+            "DUPIFY_SECRET_KEY": TEST_SECRET,
+            "COLUMNS": "200",
+        }
+        if "redis_url" in cache_backend:
+            env["DUPIFY_REDIS_URL"] = cache_backend["redis_url"]
+            env["DUPIFY_REDIS__KEY_PREFIX"] = cache_backend["redis"]["key_prefix"]
+
+        def run(*args: str, answer: str | None = None) -> Result:
+            # In a thread: the command runs its own event loop.
+            return CliRunner().invoke(cli, ["account", "delete", *args], env=env, input=answer)
+
+        declined = await asyncio.to_thread(run, person.email, answer="n\n")
+        assert declined.exit_code != 0
+        with sessions() as session:
+            assert session.get(Account, person.id) is not None
+        done = await asyncio.to_thread(run, person.email, "--yes")
+        assert done.exit_code == 0, done.output
+        assert "deleted the account" in done.output and person.email not in done.output
+        with sessions() as session:
+            assert session.get(Account, person.id) is None
+            assert session.scalars(select(DeletionTombstone.initiated_by)).all() == ["operator"]
+        assert not written & set(redis_contents(cache_backend))
+        assert _files_holding(database_url, person.identifiers) == {}
+        missing = await asyncio.to_thread(run, person.email, "--yes")
+        assert missing.exit_code == 1 and "no account" in missing.output

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -27,9 +28,12 @@ from dupify.accounts.models import (
 )
 from dupify.audit.models import AuditEvent
 from dupify.audit.service import record_event
-from dupify.db import Base, transaction, utcnow
+from dupify.backends import open_backends
+from dupify.config import Settings
+from dupify.db import Base, create_db_engine, session_factory, transaction, utcnow
 from dupify.keys.models import AbuseFlag, ApiKey
 from dupify.mail.models import OutboxMessage
+from dupify.secret import server_secret
 from dupify.usage.models import RequestLog
 
 if TYPE_CHECKING:
@@ -108,6 +112,31 @@ async def delete_account(
         cached,
     )
     return DeletionReport(deleted_at=utcnow(), rows_removed=rows_removed, cached_results=cached)
+
+
+async def delete_account_outside_server(
+    settings: Settings, account_id: str, *, operator_id: str | None = None
+) -> DeletionReport:
+    """`delete_account` from the CLI: its own engine, and the deployment's Redis (if configured)
+    for the shared cache and counters; an embedded cache lives in the servers' memory, where its
+    entries become unreadable with the keys and expire within the cache TTL."""
+    engine = create_db_engine(settings.database_url)
+    try:
+        async with AsyncExitStack() as stack:
+            cache: CachedResults | None = None
+            limiter: LimitCounters | None = None
+            if settings.redis_url:
+                limiter, cache = await open_backends(settings, server_secret(settings), stack)
+            return await delete_account(
+                session_factory(engine),
+                account_id,
+                initiated_by="operator",
+                operator_id=operator_id,
+                cache=cache,
+                limiter=limiter,
+            )
+    finally:
+        engine.dispose()
 
 
 async def _forget(
