@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from dupify import __version__
+from dupify.api.analysis import router as analysis_router
 from dupify.api.routes import router as api_router
 from dupify.api.usage import router as usage_router
 from dupify.backends import open_backends
@@ -26,6 +27,7 @@ from dupify.portal.mount import install_portal
 from dupify.runtime import Runtime
 from dupify.secret import server_secret
 from dupify.usage.recorder import UsageRecorder
+from dupify.vision.analyzer import build_analyzer
 from dupify.vision.registry import ModelRegistry
 
 log = logging.getLogger("dupify")
@@ -70,6 +72,7 @@ def create_app(
                 secret=secret,
                 decoder=own_decoder,
                 registry=own_registry,
+                analyzer=build_analyzer(own_decoder, own_registry, settings),
                 recorder=recorder,
                 limiter=limiter,
                 cache=cache,
@@ -90,6 +93,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(analysis_router)
     app.include_router(usage_router)
     app.include_router(metrics_router)
     install_portal(app, settings)

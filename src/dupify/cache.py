@@ -21,12 +21,14 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 from redis.asyncio import Redis
 
 from dupify.kv import KvUnavailable, RedisKv, keyed_tag
+
+ResultT = TypeVar("ResultT")
 
 
 def account_tag(secret: bytes, account_id: str) -> str:
@@ -243,26 +245,35 @@ async def cached_results(
     images: Sequence[bytes],
     model_version: str,
     params: Mapping[str, Any],
-    compute: Callable[[list[int]], Awaitable[Sequence[bytes]]],
-) -> tuple[list[bytes], str]:
+    compute: Callable[[list[int]], Awaitable[Sequence[bytes | ResultT]]],
+) -> tuple[list[bytes | ResultT], str]:
     """The per-image cache step of an image route: one result per image, in order, and X-Cache.
 
     Looks every image up (keyed by `request.state.account_id`, the bytes, `model_version` and
     `params`); calls `compute(indices)` only for the misses, which returns their results in the
-    same order (decoding and inference happen there, so a hit skips both); stores those; and
-    records `request.state.cached_images`. A batch with hits and misses is `partial`.
+    same order (decoding and inference happen there, so a hit skips both); stores the `bytes`
+    ones (anything else, e.g. a per-image error, is passed through and never cached: a decode
+    timeout may not recur); and records `request.state.cached_images`. A batch with hits and
+    misses is `partial`.
     """
     account_id: str = request.state.account_id
     keys = await cache_keys(secret, account_id, images, model_version, params)
     found = await cache.get_many(keys)
     missing = [index for index, value in enumerate(found) if value is None]
-    results: list[bytes | None] = list(found)
+    results: list[bytes | ResultT | None] = list(found)
     if missing:
         computed = await compute(missing)
         if len(computed) != len(missing):
             raise ValueError("compute() must return one result per missing image")
         for index, value in zip(missing, computed, strict=True):
             results[index] = value
-        await cache.set_many({keys[index]: results[index] or b"" for index in missing})
+        await cache.set_many(
+            {
+                keys[index]: value
+                for index, value in zip(missing, computed, strict=True)
+                if isinstance(value, bytes)
+            }
+        )
     hits = len(images) - len(missing)
-    return [value or b"" for value in results], record_cache_use(request, hits, len(images))
+    complete = [b"" if value is None else value for value in results]
+    return complete, record_cache_use(request, hits, len(images))

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
+import numpy as np
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from dupify import batch
 from dupify import migrate as migrations
 from dupify.accounts import service as accounts
 from dupify.audit.service import record_event
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory, transaction
+from dupify.errors import ApiError
 from dupify.keys import service as keys
 from dupify.operations_cli import (
     abuse_app,
@@ -31,6 +36,7 @@ from dupify.operations_cli import (
     top_level,
 )
 from dupify.secret import server_secret
+from dupify.vision.analysis.similarity import DEFAULT_THRESHOLDS
 
 app = typer.Typer(help="Dupify: image embeddings and analysis.", no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -49,6 +55,7 @@ app.add_typer(abuse_app, name="abuse")
 
 console = Console()
 errors = Console(stderr=True)
+T = TypeVar("T")
 DEV_ACCOUNT_EMAIL = "developer@example.com"
 
 
@@ -373,3 +380,98 @@ def _print_rows(rows: Sequence[Mapping[str, object]], as_json: bool) -> None:
     for row in rows:
         table.add_row(*("" if value is None else str(value) for value in row.values()))
     console.print(table)
+
+
+@app.command()
+def embed(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive).")],
+    output: Annotated[
+        Path, typer.Option(help="Writes OUTPUT.npy (one row per image) and OUTPUT.index.jsonl.")
+    ] = Path("embeddings"),
+    model: Annotated[str | None, typer.Option(help="Model id (default: the server's).")] = None,
+) -> None:
+    """Embed local images with the server's pipeline; no server needed."""
+    settings = load_settings()
+    files = _image_files(paths)
+    model_id = model or settings.default_model
+
+    async def run() -> tuple[np.ndarray, batch.BatchOutcome]:
+        async with batch.local_pipeline(settings, [model_id]) as analyzer:
+            with _progress("Embedding", len(files)) as advance:
+                return await batch.embed_files(analyzer, files, model_id, advance)
+
+    matrix, outcome = _run_batch(run)
+    _report_skipped(outcome)
+    matrix_path, index_path = batch.write_embeddings(output, matrix, outcome, model_id)
+    console.print(f"{matrix.shape[0]} embeddings ({model_id}) -> {matrix_path}, {index_path}")
+
+
+@app.command()
+def dedupe(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Group duplicate images, tiered as /v1/duplicates does; no server needed."""
+    settings = load_settings()
+    files = _image_files(paths)
+    model_id = batch.VISUAL_MODEL  # the model the duplicate thresholds are calibrated on
+
+    async def run() -> tuple[list[dict[str, Any]], batch.BatchOutcome]:
+        async with batch.local_pipeline(settings, [model_id]) as analyzer:
+            with _progress("Fingerprinting", len(files), hidden=as_json) as advance:
+                return await batch.find_duplicate_files(analyzer, files, model_id, advance)
+
+    groups, outcome = _run_batch(run)
+    if as_json:
+        report = {
+            "model": model_id,
+            "thresholds": DEFAULT_THRESHOLDS.as_dict(),
+            "files": [str(path) for path in outcome.paths],
+            "groups": groups,
+            "skipped": [vars(item) | {"path": str(item.path)} for item in outcome.skipped],
+        }
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    _report_skipped(outcome)
+    if not groups:
+        console.print(f"No duplicates among {len(outcome.paths)} images.")
+        return
+    table = Table("group", "verdict", "similarity", "files")
+    for number, group in enumerate(groups, start=1):
+        table.add_row(
+            str(number), group["verdict"], f"{group['similarity']:.3f}", "\n".join(group["paths"])
+        )
+    console.print(table)
+
+
+def _image_files(paths: Sequence[Path]) -> list[Path]:
+    try:
+        files = batch.collect_images(paths)
+    except FileNotFoundError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if not files:
+        errors.print("[red]error:[/red] no image files found")
+        raise typer.Exit(2)
+    return files
+
+
+@contextmanager
+def _progress(label: str, total: int, hidden: bool = False) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (stdout stays clean for --json)."""
+    with Progress(console=errors, disable=hidden, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+def _run_batch(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(run())
+    except ApiError as exc:  # e.g. an unknown --model
+        errors.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+def _report_skipped(outcome: batch.BatchOutcome) -> None:
+    for item in outcome.skipped:
+        console.print(f"skipped {item.path}: {item.code}: {item.message}", soft_wrap=True)

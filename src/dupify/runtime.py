@@ -12,6 +12,7 @@ from dupify.config import Settings
 from dupify.images.decoder import Decoder
 from dupify.ratelimit import Limiter
 from dupify.usage.recorder import UsageRecorder
+from dupify.vision.analyzer import Analyzer
 from dupify.vision.registry import ModelRegistry
 
 
@@ -23,6 +24,7 @@ class Runtime:
     secret: bytes
     decoder: Decoder
     registry: ModelRegistry
+    analyzer: Analyzer  # analyze/compare/duplicates over the decoder and registry
     recorder: UsageRecorder
     limiter: Limiter  # rate limits, quotas, throttles (dupify.ratelimit)
     cache: ResultCache  # the 24-hour result cache (dupify.cache)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 
 from dupify.api.deps import authenticate_request, get_runtime, require_scope
+from dupify.api.images import check_count, encode_vector, validated
 from dupify.api.schemas import (
     AUTH_ERRORS,
     IMAGE_ERRORS,
@@ -25,21 +24,13 @@ from dupify.api.schemas import (
 )
 from dupify.cache import cached_results
 from dupify.config import ImageLimits
-from dupify.errors import ApiError, invalid_request_from
+from dupify.errors import ApiError
 from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
 from dupify.keys.service import Principal
 from dupify.metering import charge_images
 from dupify.runtime import Runtime
 
 router = APIRouter()
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def _validated(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_request_from(exc.errors()) from exc
 
 
 def _embedding_inputs(
@@ -47,35 +38,24 @@ def _embedding_inputs(
 ) -> tuple[EmbeddingOptions, list[tuple[str, bytes]]]:
     """The options and the (param name, image bytes) pairs, whichever form the request took."""
     if body.form == "json":
-        request = _validated(EmbeddingsRequest, body.json)
+        request = validated(EmbeddingsRequest, body.json)
         items = [request.input] if isinstance(request.input, str) else request.input
         names = (
             ["input"]
             if isinstance(request.input, str)
             else [f"input[{index}]" for index in range(len(items))]
         )
-        _check_count(len(items), limits.max_images_embeddings, "input")
+        check_count(len(items), limits.max_images_embeddings, "input")
         return request, [
             (name, decode_base64_image(item, name, limits))
             for name, item in zip(names, items, strict=True)
         ]
-    options = _validated(EmbeddingOptions, {**query, **body.fields})
+    options = validated(EmbeddingOptions, {**query, **body.fields})
     if body.form == "raw":
         return options, [("body", body.files[0][1])]
     files = body.files_named("file")
-    _check_count(len(files), limits.max_images_embeddings, "file")
+    check_count(len(files), limits.max_images_embeddings, "file")
     return options, [(f"file[{index}]", data) for index, data in enumerate(files)]
-
-
-def _check_count(count: int, maximum: int, param: str) -> None:
-    if count == 0:
-        raise ApiError("invalid_request", f"{param}: at least one image is required", param=param)
-    if count > maximum:
-        raise ApiError(
-            "too_many_images",
-            f"{count} images sent; this endpoint takes at most {maximum} per request",
-            param=param,
-        )
 
 
 async def _decode_all(
@@ -103,12 +83,6 @@ def _truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     norms = np.linalg.norm(cut, axis=1, keepdims=True)
     normalised: np.ndarray = cut / np.maximum(norms, 1e-12)
     return normalised
-
-
-def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
-    if encoding_format == "base64":
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return [float(value) for value in vector]
 
 
 @router.post(
@@ -167,7 +141,7 @@ async def create_embeddings(
         {
             "model": model.id,
             "data": [
-                {"index": index, "embedding": _encode(vector, options.encoding_format)}
+                {"index": index, "embedding": encode_vector(vector, options.encoding_format)}
                 for index, vector in enumerate(vectors)
             ],
             "usage": {"images": len(images), "cached_images": request.state.cached_images},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dupify.errors import ERROR_CODES
 
@@ -145,3 +145,160 @@ def image_request_body(json_model: type[BaseModel], form_fields: dict[str, str])
             },
         }
     }
+
+
+Feature = Literal[
+    "labels", "safety", "colors", "hashes", "quality", "metadata", "text", "faces", "embedding"
+]
+
+
+class AnalyzeOptions(BaseModel):
+    """Analysis options; in multipart and raw requests they come as form fields or query."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    features: list[Feature] | None = Field(
+        None,
+        description="Features to compute; default labels, safety, colors, hashes, quality, "
+        "metadata. `text`, `faces` and `embedding` are opt-in. A comma-separated string works too.",
+    )
+    model: str | None = Field(None, description="Embedding model for the `embedding` feature.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="Encoding of the `embedding` feature, as in /v1/embeddings."
+    )
+    top_k: int = Field(5, ge=1, le=20, description="How many labels to return.")
+    max_colors: int = Field(5, ge=1, le=10, description="How many palette colours to return.")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class AnalyzeRequest(AnalyzeOptions):
+    input: str | list[str] = Field(
+        description="One image or a list of 1..16, each base64 or a data URI."
+    )
+
+
+class Metadata(BaseModel):
+    width: int
+    height: int
+    format: str
+    mode: str
+    animated: bool
+    exif_gps_present: bool = Field(
+        description="Whether the file carries GPS coordinates (a privacy hint; the coordinates "
+        "themselves are never returned)."
+    )
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class Safety(BaseModel):
+    nsfw: float
+    verdict: Literal["safe", "questionable", "unsafe"]
+
+
+class Color(BaseModel):
+    hex: str
+    fraction: float
+
+
+class Hashes(BaseModel):
+    sha256: str
+    phash: str
+    dhash: str
+
+
+class Quality(BaseModel):
+    sharpness: float
+    brightness: float
+    contrast: float
+
+
+class TextLine(BaseModel):
+    text: str
+    confidence: float
+    box: list[list[float]]
+
+
+class Face(BaseModel):
+    box: list[int] = Field(description="[x, y, width, height] in original-image pixels.")
+    confidence: float
+
+
+class AnalysisResult(BaseModel):
+    """One image's result: the requested features, or `error` (same fields as the envelope)."""
+
+    index: int
+    error: ErrorBody | None = None
+    metadata: Metadata | None = None
+    labels: list[Label] | None = None
+    safety: Safety | None = None
+    colors: list[Color] | None = None
+    hashes: Hashes | None = None
+    quality: Quality | None = None
+    text: list[TextLine] | None = None
+    faces: list[Face] | None = None
+    embedding: list[float] | str | None = None
+
+
+class ImageUsage(BaseModel):
+    images: int
+    cached_images: int
+
+
+class AnalyzeResponse(BaseModel):
+    object: Literal["analysis"] = "analysis"
+    results: list[AnalysisResult]
+    models: dict[str, str]
+    usage: ImageUsage
+
+
+class CompareRequest(BaseModel):
+    """Two images; compare and duplicates always use dupify-visual-1, the model the
+    thresholds were calibrated on (docs/api.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    a: str = Field(description="The first image, base64 or a data URI.")
+    b: str = Field(description="The second image, base64 or a data URI.")
+
+
+Verdict = Literal["exact_duplicate", "near_duplicate", "similar", "different"]
+
+
+class CompareResponse(BaseModel):
+    object: Literal["comparison"] = "comparison"
+    model: str
+    verdict: Verdict
+    similarity: float
+    hash_distance: dict[str, int]
+    thresholds: dict[str, float]
+    usage: ImageUsage
+
+
+class DuplicatesRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input: list[str] = Field(description="2..64 images, each base64 or a data URI.")
+
+
+class DuplicateGroup(BaseModel):
+    indices: list[int]
+    verdict: Verdict
+    similarity: float
+
+
+class DuplicatesResponse(BaseModel):
+    object: Literal["duplicates"] = "duplicates"
+    model: str
+    groups: list[DuplicateGroup]
+    thresholds: dict[str, float]
+    usage: ImageUsage

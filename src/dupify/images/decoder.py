@@ -14,6 +14,7 @@ from pebble import ProcessExpired, ProcessPool
 from dupify.config import ImageLimits, available_cores
 from dupify.errors import ApiError
 from dupify.images.decode import DecodedImage, decode_image
+from dupify.images.inspect import Inspection, inspect_image
 
 log = logging.getLogger("dupify.images.decoder")
 
@@ -56,6 +57,14 @@ class Decoder:
     async def decode(self, data: bytes, working_side: int = 512) -> DecodedImage:
         """The decoded upload, or the ApiError that refuses it."""
         return await self._run(decode_image, data, self._limits, working_side)
+
+    async def inspect(
+        self, data: bytes, working_side: int, measures: frozenset[str], max_colors: int = 5
+    ) -> Inspection:
+        """The decoded upload plus the pixel measures (colors, hashes, quality) asked for."""
+        return await self._run(
+            inspect_image, data, self._limits, working_side, measures, max_colors
+        )
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         if not self._closed and not self._pool.active:

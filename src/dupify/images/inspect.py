@@ -1,0 +1,51 @@
+"""Decode-and-measure, run inside a decoder worker: the pixel features travel back, not the work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dupify.config import ImageLimits
+from dupify.images.decode import DecodedImage, decode_image
+from dupify.vision.analysis.colors import dominant_colors
+from dupify.vision.analysis.hashes import dhash, phash, sha256_hex
+from dupify.vision.analysis.quality import measure_quality
+
+# The analysis features computed from pixels alone, in the worker that decoded them.
+PIXEL_MEASURES = frozenset({"colors", "hashes", "quality"})
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A decoded image plus the pixel measures asked for (keyed by feature name)."""
+
+    image: DecodedImage
+    measures: dict[str, Any] = field(default_factory=dict)
+
+
+def inspect_image(
+    data: bytes,
+    limits: ImageLimits,
+    working_side: int,
+    measures: frozenset[str],
+    max_colors: int = 5,
+) -> Inspection:
+    """Decode under the policy of `decode_image`, then compute each requested pixel measure.
+
+    Runs in a worker process (so it is a plain module-level function of picklable arguments);
+    the measures are cheap next to decoding, and computing them here keeps them off the
+    server's event loop and out of its GIL.
+    """
+    image = decode_image(data, limits, working_side)
+    results: dict[str, Any] = {}
+    if "colors" in measures:
+        results["colors"] = dominant_colors(image.pixels, max_colors)
+    if "hashes" in measures:
+        results["hashes"] = {
+            "sha256": sha256_hex(data),
+            "phash": phash(image.pixels),
+            "dhash": dhash(image.pixels),
+        }
+    if "quality" in measures:
+        results["quality"] = measure_quality(image.pixels)
+    return Inspection(image=image, measures=results)
