@@ -242,6 +242,19 @@ def test_signup_to_first_call_to_deletion_in_a_real_browser(
     assert page.locator("svg rect").count() == 60
     page.screenshot(path=str(ARTIFACTS / "portal-dashboard.png"), full_page=True)
 
+    # Keyboard first: the first Tab lands on the skip link, which moves focus to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # Phone width: nothing wider than the screen on the busiest pages.
+    page.set_viewport_size({"width": 375, "height": 812})
+    for path in ("/keys", "/logs", "/account", "/privacy", "/dashboard"):
+        journey.goto(path)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), path
+    page.screenshot(path=str(ARTIFACTS / "portal-dashboard-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
     # Download the export: it holds the account and the request.
     journey.goto("/account")
     with page.expect_download() as download_info:
