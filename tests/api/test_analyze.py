@@ -214,3 +214,27 @@ async def test_analyze_needs_the_analyze_scope(api: Api) -> None:
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "insufficient_scope"
+
+
+async def test_a_repeated_analysis_is_served_from_the_cache_without_the_models(api: Api) -> None:
+    key = api.new_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    registry = api.app.state.runtime.registry
+    photo, other = b64(photo_jpeg("coins")), b64(photo_jpeg("moon"))
+    first = await api.client.post("/v1/analyze", json={"input": photo}, headers=headers)
+    assert first.headers["X-Cache"] == "miss"
+    before = {name: stats.items for name, stats in registry.stats().items()}
+    second = await api.client.post("/v1/analyze", json={"input": photo}, headers=headers)
+    assert second.headers["X-Cache"] == "hit"
+    assert {name: stats.items for name, stats in registry.stats().items()} == before
+    assert second.json()["results"] == first.json()["results"]
+    assert second.json()["usage"] == {"images": 1, "cached_images": 1}
+    mixed = await api.client.post("/v1/analyze", json={"input": [photo, other]}, headers=headers)
+    assert mixed.headers["X-Cache"] == "partial"
+    assert mixed.json()["usage"] == {"images": 2, "cached_images": 1}
+    # Other options are another result: not served from this entry.
+    narrower = await api.client.post(
+        "/v1/analyze", json={"input": photo, "top_k": 2}, headers=headers
+    )
+    assert narrower.headers["X-Cache"] == "miss"
+    assert len(narrower.json()["results"][0]["labels"]) == 2

@@ -138,3 +138,18 @@ async def test_duplicates_counts_its_images(api: Api) -> None:
     many = await api.client.post("/v1/duplicates", json={"input": ["aGk="] * 65}, headers=headers)
     assert many.status_code == 400
     assert many.json()["error"]["code"] == "too_many_images"
+
+
+async def test_fingerprints_are_cached_per_account(
+    api: Api, chelsea_copies: dict[str, bytes]
+) -> None:
+    first_key, second_key = api.new_key(), api.new_key()
+    a, b = chelsea_copies["png"], chelsea_copies["jpeg_q30"]
+    for key, expected in ((first_key, "miss"), (first_key, "hit"), (second_key, "miss")):
+        response = await api.client.post(
+            "/v1/compare",
+            json={"a": b64(a), "b": b64(b)},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.headers["X-Cache"] == expected
+        assert response.json()["verdict"] == "near_duplicate"
