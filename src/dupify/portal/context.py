@@ -130,7 +130,7 @@ class Visitor:
         self.account, self.session_id = account, row.id
         lifetime = int(portal.session_lifetime.total_seconds())
         self._pending.append(_Cookie(self.cookies.session, token, lifetime))
-        self._issue_csrf()
+        self.issue_csrf()
 
     def sign_out(self, db: Session | None = None) -> None:
         """End this browser's session (when `db` is given) and clear the cookie."""
@@ -138,9 +138,10 @@ class Visitor:
             end_session(db, self.session_id)
         self.account, self.session_id = None, None
         self._pending.append(_Cookie(self.cookies.session, None))
-        self._issue_csrf()
+        self.issue_csrf()
 
-    def _issue_csrf(self) -> None:
+    def issue_csrf(self) -> None:
+        """A new CSRF cookie and form token, bound to the current session (or to none)."""
         self.csrf_token = csrf.new_token(self.secret, self.session_id or csrf.ANONYMOUS)
         self._pending.append(_Cookie(self.cookies.csrf, self.csrf_token))
 
@@ -260,7 +261,7 @@ async def visitor(request: Request) -> Visitor:
         if cookie and csrf.is_bound(runtime.secret, binding, cookie):
             current.csrf_token = cookie
         else:
-            current._issue_csrf()
+            current.issue_csrf()
     return current
 
 

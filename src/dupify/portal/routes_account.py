@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from dupify.accounts.lifecycle import AccountNotFound, delete_account_in_runtime, export_account
 from dupify.accounts.models import Account
@@ -41,12 +42,12 @@ def _page(
     return v.render("account.html", status=status, errors=errors or {}, values=values or {})
 
 
-def _current(v: Visitor, db: Any) -> Account:
+def _current(v: Visitor, db: Session) -> Account:
+    """The signed-in account, loaded in this unit of work (so changes to it are saved)."""
     assert v.account is not None
     account = db.get(Account, v.account.id)
     if account is None:
         raise PortalRefusal(404, "No such account", "This account no longer exists.")
-    assert isinstance(account, Account)
     return account
 
 
