@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,10 +19,12 @@ from portal_helpers import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conftest import Api
-from dupify.accounts.models import Account, WebSession
+from conftest import TEST_SECRET, Api
+from dupify.accounts.models import Account, OneTimeToken, WebSession
 from dupify.audit.models import AuditEvent
+from dupify.db import utcnow
 from dupify.portal.passwords import HASHER
+from dupify.portal.sessions import session_id_for
 
 
 def _client(api: Api) -> httpx.AsyncClient:
@@ -240,3 +243,46 @@ async def test_behind_a_trusted_proxy_tls_and_client_addresses_come_from_its_hea
 
             assert [await guess("198.51.100.1") for _ in range(3)] == [400, 400, 429]
             assert await guess("198.51.100.2") == 400  # another client behind the same proxy
+
+
+async def test_sessions_are_stored_hashed_and_end_when_idle_or_old(api: Api) -> None:
+    member = await signed_in_member(api)
+    async with member:
+        token = member.client.cookies["dupify_session"]
+        with Session(api.engine) as db:
+            row = db.scalars(
+                select(WebSession).where(WebSession.account_id == member.account_id)
+            ).one()
+            assert row.id == session_id_for(token, TEST_SECRET.encode()) and token not in row.id
+            assert row.expires_at - row.created_at == api.settings.portal.session_lifetime
+        assert (await member.client.get("/dashboard")).status_code == 200
+        idle = api.settings.portal.session_idle_timeout
+        with Session(api.engine) as db, db.begin():
+            stored = db.get(WebSession, row.id)
+            assert stored is not None
+            stored.last_seen_at = utcnow() - idle - timedelta(seconds=1)
+        assert (await member.client.get("/dashboard")).status_code == 303
+        assert _sessions_of(api, member.account_id) == 0
+        again = await post_form(
+            member.client, "/login", "/login", {"email": member.email, "password": PASSWORD}
+        )
+        assert again.status_code == 303
+        with Session(api.engine) as db, db.begin():
+            fresh = db.scalars(select(WebSession)).one()
+            fresh.expires_at = utcnow() - timedelta(seconds=1)
+        assert (await member.client.get("/dashboard")).status_code == 303
+
+
+async def test_emailed_links_work_once_and_expire(api: Api) -> None:
+    member = await signed_in_member(api)
+    async with member, _client(api) as stranger:
+        await post_form(stranger, "/reset-password", "/reset-password", {"email": member.email})
+        (link,) = mail_links(api, member.email, "password_reset")
+        with Session(api.engine) as db, db.begin():
+            token = db.scalars(
+                select(OneTimeToken).where(OneTimeToken.purpose == "reset_password")
+            ).one()
+            assert token.token_hash not in link  # only the HMAC is stored
+            token.expires_at = utcnow() - timedelta(seconds=1)
+        expired = await stranger.get(relative(link))
+        assert expired.status_code == 400 and "invalid, already used or expired" in expired.text
