@@ -45,7 +45,10 @@ def cache_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         yield {}
         return
     prefix = f"dupifytest{secrets.token_hex(6)}"
-    yield {"redis_url": SHARED_REDIS_URL, "redis": {"key_prefix": prefix}}
+    # A generous timeout: these tests are about shared, exact counting, and the shared Redis and
+    # this machine may be busy; a slow answer would (correctly) fall back to per-process limits.
+    # The fault tests (tests/limits/test_redis_faults.py) use tight timeouts on their own Redis.
+    yield {"redis_url": SHARED_REDIS_URL, "redis": {"key_prefix": prefix, "timeout_s": 2.0}}
     delete_prefix(SHARED_REDIS_URL, prefix)
 
 

@@ -160,7 +160,7 @@ class RedisSettings(BaseModel):
 
     timeout_s: float = Field(0.25, gt=0, description="connect and per-call socket timeout")
     key_prefix: str = Field("dupify", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    max_connections: int = Field(64, gt=0, description="per process; more requests wait briefly")
+    max_connections: int = Field(16, gt=0, description="per process; more operations queue briefly")
     probe_interval_s: float = Field(0.5, gt=0, description="first re-probe delay after a failure")
     probe_max_interval_s: float = Field(5.0, gt=0, description="back-off ceiling for re-probes")
 

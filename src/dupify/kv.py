@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -54,12 +54,11 @@ def make_redis_client(url: str, settings: RedisSettings) -> Redis:
     """
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("DUPIFY_REDIS_URL must start with redis:// or rediss://")
-    # A blocking pool: a burst of requests waits (at most `timeout_s`) for a free connection
-    # instead of failing, and failing would wrongly mark Redis down.
-    pool = BlockingConnectionPool.from_url(
+    # RedisKv admits at most `max_connections` operations at once (a semaphore), so the pool
+    # never runs dry; the headroom is for the re-probe.
+    pool = ConnectionPool.from_url(
         url,
-        max_connections=settings.max_connections,
-        timeout=settings.timeout_s,
+        max_connections=settings.max_connections + 2,
         socket_connect_timeout=settings.timeout_s,
         socket_timeout=settings.timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -82,6 +81,7 @@ class RedisKv:
         self._probe: asyncio.Task[None] | None = None
         self._on_recovery: list[Callable[[], Awaitable[None]]] = []
         self._closed = False
+        self._slots = asyncio.Semaphore(settings.max_connections)
 
     @property
     def available(self) -> bool:
@@ -106,23 +106,39 @@ class RedisKv:
 
     async def call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
         """Run one bounded Redis operation, or raise `KvUnavailable` (at once while it is down)."""
+        return await self._bounded(operation, self._settings.timeout_s * 2)
+
+    async def _bounded(self, operation: Callable[[Redis], Awaitable[T]], deadline_s: float) -> T:
         if not self._up:
             raise KvUnavailable("redis is down")
+        # Waiting for a free slot is congestion in this process, not a Redis fault: it is
+        # bounded, and running out of patience falls back for this call without marking Redis
+        # down. If Redis hangs, the operations holding slots fail within the timeout and mark it
+        # down, and every waiter then gives up at once (the check below).
         try:
-            # The socket timeouts bound each read; the outer deadline bounds the whole operation
-            # (a pipeline or script may read more than once), with a little room for scheduling.
-            return await asyncio.wait_for(operation(self.client), self._settings.timeout_s * 2)
-        except asyncio.CancelledError:
+            await asyncio.wait_for(self._slots.acquire(), self._settings.timeout_s * 4)
+        except TimeoutError as exc:
+            raise KvUnavailable("too many redis operations in flight") from exc
+        try:
+            if not self._up:
+                raise KvUnavailable("redis is down")
+            # The socket timeouts bound each read; the deadline bounds the whole operation (a
+            # pipeline or script may read more than once).
+            return await asyncio.wait_for(operation(self.client), deadline_s)
+        except (asyncio.CancelledError, KvUnavailable):
             raise
         except Exception as exc:
             self._mark_down(exc)
             raise KvUnavailable(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._slots.release()
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._up:
             log.warning(
-                "redis unavailable (%s): falling back to per-process rate limits and no cache",
+                "redis unavailable (%s: %s): falling back to per-process rate limits and no cache",
                 type(exc).__name__,
+                str(exc)[:200] or "timed out",
             )
             self._up = False
             self._down_since = time.monotonic()
@@ -169,15 +185,9 @@ class RedisKv:
                 removed += int(await client.unlink(*batch))
             return removed
 
-        if not self._up:
-            raise KvUnavailable("redis is down")
-        try:
-            # A scan may take several round trips: bound each by the socket timeout, the whole
-            # by a deadline that grows with the keyspace but never hangs a request for long.
-            return await asyncio.wait_for(run(self.client), max(5.0, self._settings.timeout_s * 8))
-        except Exception as exc:
-            self._mark_down(exc)
-            raise KvUnavailable(str(exc) or type(exc).__name__) from exc
+        # A scan takes several round trips: each is bounded by the socket timeout, the whole by
+        # a deadline that allows for a large keyspace (account deletion is not on a hot path).
+        return await self._bounded(run, max(5.0, self._settings.timeout_s * 8))
 
     async def close(self) -> None:
         self._closed = True
