@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from dupify import __version__
+from dupify.abuse.guard import KeyGuessingGuard
 from dupify.api.analysis import router as analysis_router
 from dupify.api.routes import router as api_router
 from dupify.api.usage import router as usage_router
@@ -76,6 +77,7 @@ def create_app(
                 recorder=recorder,
                 limiter=limiter,
                 cache=cache,
+                key_guard=KeyGuessingGuard(settings.abuse),
             )
             if settings.retention.scheduler_enabled:
                 scheduler = RetentionScheduler(sessions, settings, cache=cache)

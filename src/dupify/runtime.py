@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from dupify.abuse.guard import KeyGuessingGuard
 from dupify.cache import ResultCache
 from dupify.config import Settings
 from dupify.images.decoder import Decoder
@@ -28,3 +29,4 @@ class Runtime:
     recorder: UsageRecorder
     limiter: Limiter  # rate limits, quotas, throttles (dupify.ratelimit)
     cache: ResultCache  # the 24-hour result cache (dupify.cache)
+    key_guard: KeyGuessingGuard  # the API-key guessing throttle (dupify.abuse.guard)

@@ -1,24 +1,29 @@
 """The API-key guessing throttle: a client address that keeps presenting invalid keys gets 429.
 
 Counted in the shared limiter (Redis when configured, so every process sees one count), under a
-keyed hash of the address: the address itself is never stored, logged or written to the database.
-While an address is over the limit, every key it presents is refused, valid or not; otherwise
-the difference between 429 and 401 would still tell a guesser which key is real.
+keyed hash of the address. While an address is over the limit, every key it presents is refused,
+valid or not; otherwise the difference between 429 and 200 would still confirm a right guess.
+
+The address is never stored, logged or written to the database. Each process keeps, in memory
+only, the addresses that sent it an invalid key within the window ("suspects"), and asks the
+limiter about those alone: requests from everyone else cost no extra round trip. A blocked
+address thus gets at most one more lookup per process per window.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from dupify.config import AbuseSettings
 from dupify.errors import ApiError
 
 BAD_KEY_BUCKET = "bad-key"
+MAX_SUSPECTS = 100_000  # per process; beyond it the oldest are forgotten (memory stays bounded)
 
 
 class ThrottleDecision(Protocol):
-    @property
-    def limit(self) -> int: ...
     @property
     def remaining(self) -> int: ...
     @property
@@ -33,23 +38,50 @@ class Counter(Protocol):
     ) -> ThrottleDecision: ...
 
 
-def _window_s(settings: AbuseSettings) -> int:
-    return max(1, int(settings.bad_key_window.total_seconds()))
+class KeyGuessingGuard:
+    """One per process (on the Runtime); see the module docstring."""
 
+    def __init__(
+        self, settings: AbuseSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.window_s = max(1, int(settings.bad_key_window.total_seconds()))
+        self._clock = clock
+        self._suspects: dict[str, float] = {}  # address -> until (monotonic seconds)
 
-async def refuse_if_guessing(counter: Counter, address: str, settings: AbuseSettings) -> None:
-    """Before a key is looked up: 429 `rate_limited` if this address used up its invalid keys."""
-    seen = await counter.hit(
-        BAD_KEY_BUCKET, address, settings.bad_key_attempts, _window_s(settings), cost=0
-    )
-    if seen.remaining <= 0:
-        raise ApiError(
-            "rate_limited",
-            "Too many invalid API keys from this client; try again later.",
-            headers={"Retry-After": str(seen.reset_after_s)},
+    def _is_suspect(self, address: str) -> bool:
+        until = self._suspects.get(address)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._suspects[address]
+            return False
+        return True
+
+    def _suspect(self, address: str) -> None:
+        now = self._clock()
+        if len(self._suspects) >= MAX_SUSPECTS:
+            self._suspects = {a: t for a, t in self._suspects.items() if t > now}
+            while len(self._suspects) >= MAX_SUSPECTS:  # dicts keep insertion order: oldest first
+                del self._suspects[next(iter(self._suspects))]
+        self._suspects.pop(address, None)
+        self._suspects[address] = now + self.window_s
+
+    async def refuse_if_guessing(self, counter: Counter, address: str) -> None:
+        """Before a key is looked up: 429 `rate_limited` if this address used up its attempts."""
+        if not self._is_suspect(address):
+            return
+        seen = await counter.hit(
+            BAD_KEY_BUCKET, address, self.settings.bad_key_attempts, self.window_s, cost=0
         )
+        if seen.remaining <= 0:
+            raise ApiError(
+                "rate_limited",
+                "Too many invalid API keys from this client; try again later.",
+                headers={"Retry-After": str(seen.reset_after_s)},
+            )
 
-
-async def count_invalid_key(counter: Counter, address: str, settings: AbuseSettings) -> None:
-    """After a malformed, unknown, revoked or expired key: count it against the address."""
-    await counter.hit(BAD_KEY_BUCKET, address, settings.bad_key_attempts, _window_s(settings))
+    async def count_invalid_key(self, counter: Counter, address: str) -> None:
+        """After a malformed, unknown, revoked or expired key: count it against the address."""
+        self._suspect(address)
+        await counter.hit(BAD_KEY_BUCKET, address, self.settings.bad_key_attempts, self.window_s)

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 
-from dupify.abuse.guard import count_invalid_key, refuse_if_guessing
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
@@ -43,9 +42,9 @@ async def authenticate_request(request: Request) -> Principal:
     """
     token = _bearer_token(request)
     runtime = get_runtime(request)
-    # The client address only names a throttle counter (hashed, in memory or Redis): never stored.
+    # The client address only names a throttle counter (in memory, hashed in Redis): never stored.
     address = request.client.host if request.client else "unknown"
-    await refuse_if_guessing(runtime.limiter, address, runtime.settings.abuse)
+    await runtime.key_guard.refuse_if_guessing(runtime.limiter, address)
 
     def lookup() -> Principal | Rejection:
         with runtime.sessions() as session:
@@ -60,7 +59,7 @@ async def authenticate_request(request: Request) -> Principal:
         return result
     if result is Rejection.suspended:
         raise ApiError("account_suspended", "This API key or its account is suspended.")
-    await count_invalid_key(runtime.limiter, address, runtime.settings.abuse)
+    await runtime.key_guard.count_invalid_key(runtime.limiter, address)
     raise ApiError("invalid_api_key", "The API key is not valid (check it, or create a new one).")
 
 
