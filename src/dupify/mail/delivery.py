@@ -406,6 +406,8 @@ class MailSender:
 
     async def _sleep_until_due(self) -> None:
         delay = self.settings.poll_interval_s
+        # A retry due sooner than the next poll shortens the sleep; if the look-up fails, the
+        # next round (which logs its own errors) comes after the poll interval anyway.
         with contextlib.suppress(Exception):
             due = await asyncio.to_thread(next_due_at, self.sessions)
             if due is not None:
