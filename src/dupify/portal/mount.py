@@ -13,6 +13,7 @@ from dupify.portal import (
     routes_admin,
     routes_auth,
     routes_keys,
+    routes_playground,
     routes_usage,
 )
 from dupify.portal.context import exception_handlers
@@ -22,7 +23,14 @@ STATIC = Path(__file__).parent / "static"
 
 
 def install_portal(app: FastAPI, settings: Settings) -> None:
-    for module in (routes_auth, routes_keys, routes_usage, routes_account, routes_admin):
+    for module in (
+        routes_auth,
+        routes_keys,
+        routes_usage,
+        routes_playground,
+        routes_account,
+        routes_admin,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for exception, handler in exception_handlers().items():

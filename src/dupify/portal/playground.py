@@ -1,0 +1,95 @@
+"""The playground's work: one or two uploaded images through the API's own analysis pipeline.
+
+The images go through `runtime.analyzer` (what `/v1/analyze` and `/v1/compare` run), are billed
+to the account's monthly quota by `metering.charge_images` (what the API calls) and leave one
+request-log row, so they count in the quota, the dashboard and the logs exactly like API calls:
+the analysis bills one image per image, the comparison two more, as the two API calls would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from dupify.accounts.models import Account
+from dupify.db import utcnow
+from dupify.errors import ApiError
+from dupify.metering import charge_images, settle_images
+from dupify.runtime import Runtime
+from dupify.usage.recorder import RequestRecord
+from dupify.vision.analysis.similarity import DEFAULT_THRESHOLDS, compare
+from dupify.vision.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
+
+ENDPOINT = "POST /playground"
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    name: str
+    result: dict[str, Any] | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PlaygroundOutcome:
+    images: list[ImageOutcome]
+    comparison: dict[str, Any] | None
+
+
+async def analyse_uploads(
+    request: Request, runtime: Runtime, account: Account, uploads: list[tuple[str, bytes]]
+) -> PlaygroundOutcome:
+    """Analyse each upload; with two, compare them. Raises ApiError (e.g. quota_exceeded)."""
+    started = time.perf_counter()
+    state = request.state
+    state.account_id, state.plan, state.key_id = account.id, account.plan, None
+    wants_comparison = len(uploads) == 2
+    status, error_code = 200, None
+    try:
+        await charge_images(request, len(uploads) + (2 if wants_comparison else 0))
+        options = AnalysisOptions(
+            features=DEFAULT_FEATURES, embedding_model=runtime.settings.default_model
+        )
+        outcomes = await runtime.analyzer.analyze([data for _, data in uploads], options)
+        images = [
+            ImageOutcome(name, None, outcome.message)
+            if isinstance(outcome, ApiError)
+            else ImageOutcome(name, outcome, None)
+            for (name, _), outcome in zip(uploads, outcomes, strict=True)
+        ]
+        comparison = None
+        analysed = sum(1 for image in images if image.result is not None)
+        if wants_comparison and analysed == 2:
+            first, second = await runtime.analyzer.fingerprints(
+                [data for _, data in uploads], ["a", "b"], VISUAL_MODEL
+            )
+            comparison = compare(first, second, DEFAULT_THRESHOLDS)
+        await settle_images(request, analysed + (2 if comparison is not None else 0))
+        return PlaygroundOutcome(images, comparison)
+    except ApiError as exc:
+        status, error_code = exc.status, exc.code
+        await settle_images(request, 0)
+        raise
+    except BaseException:
+        status, error_code = 500, "internal_error"
+        await settle_images(request, 0)
+        raise
+    finally:
+        runtime.recorder.record(
+            RequestRecord(
+                request_id=str(getattr(state, "request_id", "")),
+                created_at=utcnow(),
+                account_id=account.id,
+                key_id=None,
+                endpoint=ENDPOINT,
+                status=status,
+                error_code=error_code,
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                images=int(getattr(state, "images", 0) or 0) if status == 200 else 0,
+                cached_images=0,
+                bytes_in=sum(len(data) for _, data in uploads),
+            )
+        )
