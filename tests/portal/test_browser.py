@@ -255,6 +255,14 @@ def test_signup_to_first_call_to_deletion_in_a_real_browser(
     page.screenshot(path=str(ARTIFACTS / "portal-dashboard-phone.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
 
+    # The playground: an upload analysed in the page, with the same two cookies.
+    journey.goto("/playground")
+    page.get_by_label("First image").set_input_files(
+        files=[{"name": "coffee.jpg", "mimeType": "image/jpeg", "buffer": photo_jpeg("coffee")}]
+    )
+    journey.submit("Analyse")
+    assert page.get_by_text("Labels").first.is_visible()
+
     # Download the export: it holds the account and the request.
     journey.goto("/account")
     with page.expect_download() as download_info:
