@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from conftest import make_settings
 from dupify.config import Environment, MailSettings
 from dupify.db import create_db_engine, session_factory, transaction
-from dupify.mail.delivery import MailSender, claim_due, parse_smtp_url, retry_delay
+from dupify.mail.delivery import (
+    MailSender,
+    Outcome,
+    Result,
+    claim_due,
+    parse_smtp_url,
+    record_outcomes,
+    retry_delay,
+)
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import OutboxError, enqueue
 from smtp_sink import SmtpSink, free_port, running_sink
@@ -121,7 +129,8 @@ async def test_a_down_server_means_retries_with_back_off_then_delivery(
     message_id = queue(sessions, to="grace@example.com")
     await sender.start()
     try:
-        await wait_for(lambda: row(sessions, message_id).attempts >= 3, "three failed attempts")
+        # The third claim comes only after the second failure was recorded.
+        await wait_for(lambda: row(sessions, message_id).attempts >= 3, "two failed attempts")
         failing = row(sessions, message_id)
         assert failing.state == "pending" and failing.last_error is not None
         with running_sink(SmtpSink(port)) as sink:
@@ -130,7 +139,7 @@ async def test_a_down_server_means_retries_with_back_off_then_delivery(
     finally:
         await sender.stop()
     delivered = row(sessions, message_id)
-    assert delivered.attempts >= 4 and delivered.last_error is None
+    assert delivered.attempts >= 3 and delivered.last_error is None
 
 
 async def test_after_the_last_attempt_a_message_is_failed(
@@ -209,6 +218,22 @@ def test_the_smtp_url_forms() -> None:
     assert (required.port, required.start_tls) == (2525, True)
     with pytest.raises(ValueError, match="DUPIFY_SMTP_URL"):
         parse_smtp_url("http://mail.example.com")
+
+
+def test_a_failed_attempt_is_due_again_after_its_back_off(
+    sessions: sessionmaker[Session],
+) -> None:
+    mail = MailSettings(retry_base_s=30, retry_max_s=3600)
+    message_id = queue(sessions)
+    now = row(sessions, message_id).created_at + timedelta(seconds=1)
+    for attempt in (1, 2, 3):
+        [claimed] = claim_due(sessions, mail, now)
+        assert claimed.attempts == attempt
+        record_outcomes(sessions, mail, [(claimed, Outcome(Result.retry, "421 try later"))], now)
+        due = row(sessions, message_id).next_attempt_at
+        assert due == now + retry_delay(attempt, mail)  # 30 s, then 60 s, then 120 s
+        assert claim_due(sessions, mail, due - timedelta(seconds=1)) == []  # not before
+        now = due
 
 
 def test_back_off_doubles_up_to_its_cap() -> None:

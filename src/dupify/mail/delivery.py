@@ -206,14 +206,12 @@ class NoTransport:
         return [Outcome(Result.failed, error) for _ in messages]
 
 
-# Errors that concern the connection, not one message: the rest of the batch is retried too.
+# While sending, errors that concern the connection, not one message: the rest of the batch is
+# retried too. (Any error while connecting, TLS and AUTH included, retries the whole batch.)
 _CONNECTION_ERRORS = (
     aiosmtplib.SMTPConnectError,
     aiosmtplib.SMTPServerDisconnected,
     aiosmtplib.SMTPTimeoutError,
-    aiosmtplib.SMTPHeloError,
-    aiosmtplib.SMTPAuthenticationError,
-    aiosmtplib.SMTPNotSupported,
     OSError,
     TimeoutError,
 )
@@ -224,7 +222,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def _is_permanent(exc: BaseException) -> bool:
-    """A 5xx reply about this message (refused recipient or content) will not change on retry."""
+    """A 5xx reply about this message (refused recipient or content) will not change on retry,
+    nor will a server's lack of what the message needs (SMTPUTF8 for a non-ASCII address)."""
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return True
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return all(500 <= refused.code < 600 for refused in exc.recipients)
     return isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600
@@ -265,12 +266,17 @@ class SmtpTransport:
         )
         try:
             await client.connect()
-        except _CONNECTION_ERRORS as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return [Outcome(Result.retry, _describe(exc)) for _ in messages]
         try:
             for index, message in enumerate(messages):
                 try:
-                    await client.send_message(self.build(message), sender=self.sender_address)
+                    email = self.build(message)
+                except (ValueError, TypeError) as exc:  # an address the email package rejects
+                    outcomes.append(Outcome(Result.failed, _describe(exc)))
+                    continue
+                try:
+                    await client.send_message(email, sender=self.sender_address)
                 except _CONNECTION_ERRORS as exc:
                     error = _describe(exc)
                     outcomes.extend(Outcome(Result.retry, error) for _ in messages[index:])
