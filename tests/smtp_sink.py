@@ -41,9 +41,18 @@ class SmtpSink:
 
     port: int
     login: tuple[str, str] | None = None
+    refuse: frozenset[str] = frozenset()  # recipients answered "550 no such mailbox"
     received: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return "550 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.content)

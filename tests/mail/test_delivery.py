@@ -142,6 +142,20 @@ async def test_a_down_server_means_retries_with_back_off_then_delivery(
     assert delivered.attempts >= 3 and delivered.last_error is None
 
 
+async def test_a_refused_recipient_fails_alone_and_the_batch_goes_on(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    with running_sink(SmtpSink(free_port(), refuse=frozenset({"gone@example.com"}))) as sink:
+        settings = make_settings(database_url, smtp_url=sink.url, mail=MailSettings(**FAST))
+        refused = queue(sessions, to="gone@example.com")
+        fine = queue(sessions, to="here@example.com")
+        report = await MailSender(sessions, settings).deliver_all_due()
+    assert (report.sent, report.failed) == (1, 1)
+    assert row(sessions, fine).state == "sent" and len(sink.to("here@example.com")) == 1
+    failed = row(sessions, refused)
+    assert failed.state == "failed" and "550" in (failed.last_error or "")
+
+
 async def test_after_the_last_attempt_a_message_is_failed(
     database_url: str, sessions: sessionmaker[Session]
 ) -> None:
