@@ -91,9 +91,9 @@ def verify_models(model_dir: Path) -> dict[str, Path]:
 class TextReader:
     """Reads the lines of text in an RGB image; load once per process and share it.
 
-    `read` is blocking CPU work (0.2-0.6 s per image on two cores): callers on the event loop run
-    it with `await asyncio.to_thread(reader.read, pixels)`. Calls are serialised by a lock,
-    because RapidOCR keeps per-call state on its detector; each call already uses
+    `read` is blocking CPU work (0.15-0.3 s per image on two idle cores): callers on the event
+    loop run it with `await asyncio.to_thread(reader.read, pixels)`. Calls are serialised by a
+    lock, because RapidOCR keeps per-call state on its detector; each call already uses
     `intra_op_threads` cores inside ONNX Runtime, so running two at once would gain nothing.
     """
 
