@@ -15,10 +15,12 @@ from dupify.errors import ApiError
 from dupify.images.decoder import Decoder
 from dupify.images.inspect import PIXEL_MEASURES, Inspection
 from dupify.vision.analysis.faces import MODEL_VERSION as FACES_VERSION
+from dupify.vision.analysis.faces import WORKING_SIDE as FACES_WORKING_SIDE
 from dupify.vision.analysis.faces import FaceDetector
 from dupify.vision.analysis.safety import safety_verdict
 from dupify.vision.analysis.similarity import Fingerprint
 from dupify.vision.analysis.text import MODEL_VERSION as TEXT_VERSION
+from dupify.vision.analysis.text import WORKING_SIDE as TEXT_WORKING_SIDE
 from dupify.vision.analysis.text import TextReader
 from dupify.vision.models.base import EMBEDDING, Array
 from dupify.vision.models.semantic import LABELS_VERSION, PROBABILITIES, top_labels
@@ -44,8 +46,8 @@ FEATURES = (
 DEFAULT_FEATURES = frozenset({"labels", "safety", "colors", "hashes", "quality", "metadata"})
 
 # Shorter side kept for OCR and face detection: small print and small faces need pixels that
-# the 256-px model input would throw away.
-DETAIL_WORKING_SIDE = 1024
+# the 256-px model input would throw away (both components work at this size; see their modules).
+DETAIL_WORKING_SIDE = max(TEXT_WORKING_SIDE, FACES_WORKING_SIDE)
 
 T = TypeVar("T")
 
