@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from dupify.accounts.models import Account
-from dupify.audit.service import record_event
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.keys.service import (
@@ -97,13 +96,7 @@ def create_key_from_form(v: Visitor = Depends(member)) -> Response:
             name=name,
             scopes=scopes,
             expires_in=timedelta(days=days) if days else None,
-        )
-        record_event(
-            db,
-            "key_created",
-            actor_account_id=account.id,
-            account_id=account.id,
-            key_id=created.record.id,
+            actor_account_id=account.id,  # create_key writes the key_created audit row
         )
     return _page(v, status=201, created=created)
 
@@ -114,14 +107,8 @@ def revoke_key_from_form(key_id: str, v: Visitor = Depends(member)) -> Response:
     try:
         with v.db() as db:
             # Scoped to the signed-in account: another account's key id is simply not found.
-            revoke_key(db, key_id, account_id=v.account.id)
-            record_event(
-                db,
-                "key_revoked",
-                actor_account_id=v.account.id,
-                account_id=v.account.id,
-                key_id=key_id,
-            )
+            # revoke_key writes the key_revoked audit row (once, on the first revocation).
+            revoke_key(db, key_id, account_id=v.account.id, actor_account_id=v.account.id)
     except KeyRequestError as exc:
         raise PortalRefusal(404, "No such key", "You have no API key with that id.") from exc
     return v.redirect("/keys", notice="key_revoked")
