@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import add_wake_listener
 
 log = logging.getLogger("dupify.mail")
+# Links in a message body (one-time links carry no personal data, only a token).
+_LINK = re.compile(r"https?://\S+")
 
 ERROR_MAX = 500
 
@@ -173,19 +176,25 @@ class Transport(Protocol):
 
 
 class LogTransport:
-    """Development default: the message goes to the log (a developer clicks the link there)."""
+    """Development default: the message's links go to the log (a developer opens them there).
+
+    Only the message id, kind, subject and the links are logged: never the recipient or the
+    rest of the body (which greets the account holder by name), because log lines cannot be
+    taken back when an account is deleted. The full message stays in the outbox table, which
+    deletion does clear.
+    """
 
     name = "log"
 
     async def send(self, messages: Sequence[ClaimedMessage]) -> list[Outcome]:
         for message in messages:
+            links = _LINK.findall(message.body)
             log.info(
-                "mail %s (%s) to %s, not sent (no DUPIFY_SMTP_URL): %s\n%s",
+                "mail %s (%s) not sent (no DUPIFY_SMTP_URL): %s%s",
                 message.id,
                 message.kind,
-                message.to_address,
                 message.subject,
-                message.body,
+                "".join(f"\n  {link}" for link in links),
             )
         return [Outcome(Result.sent) for _ in messages]
 
