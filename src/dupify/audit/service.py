@@ -21,7 +21,7 @@ EVENTS: dict[str, str] = {
     "key_created": "an API key was created (key_id)",
     "key_revoked": "an API key was revoked (key_id)",
     "export": "the account's data export was downloaded",
-    "account_deleted": "an account was deleted (account_id of the deleted account)",
+    "account_deleted": "an account was deleted (no id of it: only the operator, if one acted)",
     "account_suspended": "an operator suspended an account",
     "account_unsuspended": "an operator lifted an account's suspension",
     "key_suspended": "an operator suspended an API key (key_id)",
