@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -140,3 +142,19 @@ def test_a_revoked_key_is_refused_by_every_worker_at_once(pair: Pair) -> None:
         refused = models(server, key)
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_suspended_account_is_refused_by_every_worker_at_once(pair: Pair) -> None:
+    email, key = pair.new_key()
+    assert models(pair.first, key).status_code == 200
+    assert models(pair.second, key).status_code == 200
+    # What an operator's suspension writes (the admin page and the CLI use the same column).
+    with sqlite3.connect(pair.workdir / "dupify.db") as connection:
+        connection.execute(
+            "UPDATE accounts SET suspended_at = ? WHERE email = ?",
+            (datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" "), email),
+        )
+    for server in (pair.first, pair.second):
+        refused = models(server, key)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "account_suspended"
