@@ -28,8 +28,20 @@ from dupify.vision.models.visual import (
     read_verified,
 )
 from dupify.vision.registry import ModelRegistry
+from samples import PHOTO_NAMES, sample_photo
 
 Pixels = npt.NDArray[np.uint8]
+
+
+@pytest.fixture(scope="session")
+def visual_model() -> VisualModel:
+    return VisualModel(device="cpu", intra_op_threads=0)
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Pixels]:
+    """scikit-image's 16 distinct bundled photos (no download), as RGB."""
+    return {name: sample_photo(name) for name in PHOTO_NAMES}
 
 
 def _half(pixels: Pixels) -> Pixels:
