@@ -228,7 +228,13 @@ class EventRecorder:
                 self.events.append((event, args))
         elif event == "open":
             path, mode = (*args, None, None)[:2]
-            in_temp = isinstance(path, str) and path.startswith(tempfile.gettempdir())
+            # Reading the installed package's own files is fine, wherever the venv lives (a CI
+            # checkout may sit under the temp directory).
+            in_temp = (
+                isinstance(path, str)
+                and path.startswith(tempfile.gettempdir())
+                and not path.startswith(sys.prefix)
+            )
             writing = isinstance(mode, str) and any(flag in mode for flag in "wax+")
             if in_temp or writing:
                 with self._lock:
