@@ -150,7 +150,11 @@ def test_graceful_stop_keeps_every_log_row(tmp_path: Path) -> None:
             headers["Authorization"] = f"Bearer {key}"
         httpx.post(url, content=tiny, headers=headers, timeout=30)
         sent += 1
-    stop_server(server)
+    output = stop_server(server)
+    # The request log is the table; the server's own log names no client address (PRIVACY.md
+    # row 2: no IP), so there is no access-log line per request.
+    assert "127.0.0.1:" not in output.replace(server.base_url, "")
+    assert "POST /v1/embeddings" not in output
     with sqlite3.connect(tmp_path / "dupify.db") as connection:
         rows = connection.execute("SELECT status, COUNT(*) FROM request_logs GROUP BY status")
         counts = dict(rows.fetchall())
