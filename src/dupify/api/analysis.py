@@ -15,8 +15,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from dupify.api.deps import get_runtime, require_scope
-from dupify.api.images import check_count, encode_vector, validated
+from dupify.api.deps import require_scope
+from dupify.api.images import check_count, encode_vector, read_image_request, validated
 from dupify.api.schemas import (
     AUTH_ERRORS,
     IMAGE_ERRORS,
@@ -33,7 +33,7 @@ from dupify.api.schemas import (
 from dupify.cache import cached_results
 from dupify.config import ImageLimits
 from dupify.errors import ApiError
-from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
+from dupify.images.inputs import RequestBody, decode_base64_image
 from dupify.keys.service import Principal
 from dupify.metering import charge_images, settle_images
 from dupify.runtime import Runtime
@@ -105,10 +105,8 @@ def _batch_inputs(
 async def analyze(
     request: Request, principal: Principal = Depends(require_scope("analyze"))
 ) -> JSONResponse:
-    runtime = get_runtime(request)
+    runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    body = await read_request_body(request, limits)
-    request.state.bytes_in = body.size
     raw_options, images = _batch_inputs(
         body, dict(request.query_params), limits, MAX_ANALYZE_IMAGES
     )
@@ -187,10 +185,8 @@ def _result_bytes(result: dict[str, Any]) -> bytes:
 async def compare_images(
     request: Request, principal: Principal = Depends(require_scope("analyze"))
 ) -> JSONResponse:
-    runtime = get_runtime(request)
+    runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    body = await read_request_body(request, limits)
-    request.state.bytes_in = body.size
     images = _compare_inputs(body, limits)
     first, second = await _fingerprints(request, runtime, images)
     return JSONResponse(
@@ -240,10 +236,8 @@ def _compare_inputs(body: RequestBody, limits: ImageLimits) -> list[tuple[str, b
 async def find_duplicates(
     request: Request, principal: Principal = Depends(require_scope("analyze"))
 ) -> JSONResponse:
-    runtime = get_runtime(request)
+    runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    body = await read_request_body(request, limits)
-    request.state.bytes_in = body.size
     _, images = _batch_inputs(
         body, dict(request.query_params), limits, MAX_DUPLICATES_IMAGES, minimum=2
     )

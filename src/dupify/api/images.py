@@ -1,4 +1,5 @@
-"""Helpers every image endpoint shares: validating options, counting images, encoding vectors."""
+"""Helpers every image endpoint shares: reading the body, validating options, counting images,
+encoding vectors."""
 
 from __future__ import annotations
 
@@ -6,11 +7,24 @@ import base64
 from typing import Any, TypeVar
 
 import numpy as np
+from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from dupify.api.deps import get_runtime
 from dupify.errors import ApiError, invalid_request_from
+from dupify.images.inputs import RequestBody, read_request_body
+from dupify.runtime import Runtime
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+async def read_image_request(request: Request) -> tuple[Runtime, RequestBody]:
+    """The runtime and the request's body in whichever input form, read under the byte caps
+    (after the key was checked) and noted for the usage log."""
+    runtime = get_runtime(request)
+    body = await read_request_body(request, runtime.settings.limits)
+    request.state.bytes_in = body.size
+    return runtime, body
 
 
 def validated(schema: type[ModelT], data: dict[str, Any]) -> ModelT:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from dupify.api.deps import authenticate_request, get_runtime, require_scope
-from dupify.api.images import check_count, encode_vector, validated
+from dupify.api.images import check_count, encode_vector, read_image_request, validated
 from dupify.api.schemas import (
     AUTH_ERRORS,
     IMAGE_ERRORS,
@@ -25,7 +25,7 @@ from dupify.api.schemas import (
 from dupify.cache import cached_results
 from dupify.config import ImageLimits
 from dupify.errors import ApiError
-from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
+from dupify.images.inputs import RequestBody, decode_base64_image
 from dupify.keys.service import Principal
 from dupify.metering import charge_images
 from dupify.runtime import Runtime
@@ -103,10 +103,8 @@ def _truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
 async def create_embeddings(
     request: Request, principal: Principal = Depends(require_scope("embeddings"))
 ) -> JSONResponse:
-    runtime = get_runtime(request)
+    runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    body = await read_request_body(request, limits)
-    request.state.bytes_in = body.size
     options, images = _embedding_inputs(body, dict(request.query_params), limits)
     model = runtime.registry.get(options.model or runtime.settings.default_model)
     if options.dimensions is not None and options.dimensions > model.dimensions:
