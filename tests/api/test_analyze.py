@@ -186,6 +186,9 @@ async def test_multipart_and_raw_forms_take_features_as_fields(api: Api) -> None
     [
         ({"features": ["labels", "horoscope"]}, 400, "invalid_request", "features.1"),
         ({"top_k": 0}, 400, "invalid_request", "top_k"),
+        ({"features": []}, 400, "invalid_request", "features"),
+        ({"features": "labels,,nope"}, 400, "invalid_request", "features.1"),
+        ({"input": {"not": "an image"}}, 400, "invalid_request", "input"),
         ({"features": ["embedding"], "model": "nope"}, 404, "model_not_found", "model"),
         ({"input": ["aGk="] * 17}, 400, "too_many_images", "input"),
         ({"input": []}, 400, "invalid_request", "input"),

@@ -159,6 +159,7 @@ class AnalyzeOptions(BaseModel):
 
     features: list[Feature] | None = Field(
         None,
+        min_length=1,
         description="Features to compute; default labels, safety, colors, hashes, quality, "
         "metadata. `text`, `faces` and `embedding` are opt-in. A comma-separated string works too.",
     )
