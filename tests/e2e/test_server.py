@@ -4,16 +4,10 @@ then HTTP from outside the process, the official OpenAI client, and a graceful s
 from __future__ import annotations
 
 import base64
-import os
 import re
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,70 +16,9 @@ import pytest
 from openai import OpenAI
 
 from samples import photo_jpeg
+from servers import BIN, Server, clean_env, start_server, stop_server
 
-BIN = Path(sys.executable).parent
 KEY = re.compile(r"dpy_[0-9A-Za-z]{38}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("DUPIFY_")}
-    env.update({"DUPIFY_INFERENCE__DECODE_WORKERS": "1", "DUPIFY_INFERENCE__INTRA_OP_THREADS": "1"})
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    base_url: str
-    output: list[str]
-    workdir: Path
-
-
-def start_server(workdir: Path, env: dict[str, str]) -> Server:
-    port = free_port()
-    migrate = subprocess.run(
-        [str(BIN / "dupify"), "migrate"], cwd=workdir, env=env, capture_output=True, text=True
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    process = subprocess.Popen(
-        [str(BIN / "dupify"), "serve", "--port", str(port)],
-        cwd=workdir,
-        env={**env, "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Server(process, f"http://127.0.0.1:{port}", [], workdir)
-    deadline = time.monotonic() + 90
-    assert process.stdout is not None
-    os.set_blocking(process.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line:
-            server.output.append(line)
-            continue
-        if process.poll() is not None:
-            raise AssertionError("server exited:\n" + "".join(server.output))
-        try:
-            if httpx.get(server.base_url + "/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("server did not come up:\n" + "".join(server.output))
-
-
-def stop_server(server: Server) -> str:
-    server.process.send_signal(signal.SIGINT)
-    remaining, _ = server.process.communicate(timeout=60)
-    return "".join(server.output) + (remaining or "")
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_server import BIN, Server, clean_env, start_server, stop_server
 
 from kv_fixtures import SHARED_REDIS_URL, delete_prefix
 from samples import noise_png
+from servers import BIN, Server, clean_env, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 

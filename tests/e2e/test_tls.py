@@ -8,21 +8,20 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from test_server import BIN, clean_env, free_port
+
+from servers import BIN, clean_env, start_server, stop_server
 
 
 @dataclass
 class TlsServer:
     port: int
     certificate: Path
-    process: subprocess.Popen[str]
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -59,39 +58,14 @@ def handshake(port: int, context: ssl.SSLContext) -> str | None:
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     workdir = tmp_path_factory.mktemp("tls")
     cert, key = make_certificate(workdir)
-    env = clean_env()
-    migrate = subprocess.run(
-        [str(BIN / "dupify"), "migrate"], cwd=workdir, env=env, capture_output=True, text=True
+    server = start_server(
+        workdir,
+        clean_env(),
+        serve_args=["--tls-cert", str(cert), "--tls-key", str(key)],
+        tls=client_context(cert, ssl.TLSVersion.TLSv1_3),
     )
-    assert migrate.returncode == 0, migrate.stderr
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "dupify"), "serve", "--port", str(port),
-         "--tls-cert", str(cert), "--tls-key", str(key)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    server = TlsServer(port, cert, process)
-    modern = client_context(cert, ssl.TLSVersion.TLSv1_3)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited:\n{process.communicate()[0]}")
-        try:
-            response = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=modern, timeout=1)
-            if response.status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise AssertionError(f"server did not come up:\n{process.communicate()[0]}")
-    yield server
-    process.terminate()
-    process.communicate(timeout=60)
+    yield TlsServer(server.port, cert)
+    stop_server(server)
 
 
 def test_a_tls13_client_is_served(tls_server: TlsServer) -> None:

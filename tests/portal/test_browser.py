@@ -10,15 +10,10 @@ cookie, loads nothing from another origin, and logs no console error (a CSP viol
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -26,11 +21,11 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from samples import photo_jpeg
+from servers import Server, clean_env, start_server, stop_server
 from smtp_sink import SmtpSink, free_port, running_sink
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -45,58 +40,8 @@ PASSWORD = "a long browser password"
 LINK = re.compile(r"http://\S+/verify-email/\S+")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    base_url: str
-    output: list[str] = field(default_factory=list)
-
-
 def _environment(smtp_url: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("DUPIFY_")}
-    env.update(
-        {
-            "DUPIFY_SMTP_URL": smtp_url,
-            "DUPIFY_MAIL__POLL_INTERVAL_S": "0.5",
-            "DUPIFY_INFERENCE__DECODE_WORKERS": "1",
-            "DUPIFY_INFERENCE__INTRA_OP_THREADS": "1",
-        }
-    )
-    return env
-
-
-def _start_server(workdir: Path, env: dict[str, str]) -> Server:
-    port = free_port()
-    migrate = subprocess.run(
-        [str(BIN / "dupify"), "migrate"], cwd=workdir, env=env, capture_output=True, text=True
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    process = subprocess.Popen(
-        [str(BIN / "dupify"), "serve", "--port", str(port)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Server(process, f"http://127.0.0.1:{port}")
-    assert process.stdout is not None
-    os.set_blocking(process.stdout.fileno(), False)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line:
-            server.output.append(line)
-            continue
-        if process.poll() is not None:
-            raise AssertionError("server exited:\n" + "".join(server.output))
-        try:
-            if httpx.get(server.base_url + "/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("server did not come up:\n" + "".join(server.output))
+    return clean_env(DUPIFY_SMTP_URL=smtp_url, DUPIFY_MAIL__POLL_INTERVAL_S="0.5")
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +52,9 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink) -> Iterator[Server]:
-    started = _start_server(tmp_path_factory.mktemp("portal-server"), _environment(sink.url))
+    started = start_server(tmp_path_factory.mktemp("portal-server"), _environment(sink.url))
     yield started
-    started.process.send_signal(signal.SIGINT)
-    started.process.communicate(timeout=60)
+    stop_server(started)
 
 
 @pytest.fixture(scope="module")
