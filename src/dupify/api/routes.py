@@ -29,6 +29,7 @@ from dupify.images.inputs import RequestBody, decode_base64_image
 from dupify.keys.service import Principal
 from dupify.metering import charge_images
 from dupify.runtime import Runtime
+from dupify.vision.models.base import unit_rows
 
 router = APIRouter()
 
@@ -79,10 +80,7 @@ async def _decode_all(
 def _truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     if dimensions is None or dimensions == vectors.shape[1]:
         return vectors
-    cut = vectors[:, :dimensions]
-    norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    normalised: np.ndarray = cut / np.maximum(norms, 1e-12)
-    return normalised
+    return unit_rows(vectors[:, :dimensions])
 
 
 @router.post(

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dupify.vision.analysis.hashes import HASH_BITS, hamming
+from dupify.vision.models.base import unit_rows
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
@@ -188,10 +189,8 @@ def _hamming_block(
     return np.asarray(differing.sum(axis=2, dtype=np.int32), dtype=np.int32)
 
 
-def _unit_rows(fingerprints: Sequence[Fingerprint]) -> FloatArray:
-    matrix = np.stack([np.asarray(f.embedding, dtype=np.float32).ravel() for f in fingerprints])
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.asarray(matrix / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
+def _embedding_rows(fingerprints: Sequence[Fingerprint]) -> FloatArray:
+    return unit_rows(np.stack([np.asarray(f.embedding).ravel() for f in fingerprints]))
 
 
 def group_duplicates(
@@ -225,7 +224,7 @@ def group_duplicates(
             else:
                 first_seen[value] = index
 
-    embeddings = _unit_rows(fingerprints)
+    embeddings = _embedding_rows(fingerprints)
     phashes = _hash_words([f.phash for f in fingerprints])
     dhashes = _hash_words([f.dhash for f in fingerprints])
     t = thresholds

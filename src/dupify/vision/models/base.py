@@ -64,3 +64,20 @@ class ImageModel(Protocol):
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
         """(N, *input_shape) float32 -> named outputs, each with N rows, `EMBEDDING` among them."""
         ...
+
+
+def checked_batch(batch: npt.ArrayLike, input_shape: tuple[int, ...]) -> FloatArray:
+    """A `predict` batch as contiguous float32, after checking it is (N, *input_shape)."""
+    array = np.ascontiguousarray(batch, dtype=np.float32)
+    if array.ndim != 1 + len(input_shape) or array.shape[1:] != input_shape:
+        expected = ", ".join(str(side) for side in input_shape)
+        raise ValueError(f"expected a (N, {expected}) batch, got {array.shape}")
+    return array
+
+
+def unit_rows(matrix: npt.ArrayLike) -> FloatArray:
+    """Each row scaled to length 1, as float32. An all-zero row stays zero rather than dividing
+    by zero (pooled ReLU features can be all zero in principle: a blank input kills every unit)."""
+    rows = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.asarray(rows / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)

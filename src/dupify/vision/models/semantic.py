@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from dupify.vision.models.base import EMBEDDING, Array, FloatArray
+from dupify.vision.models.base import EMBEDDING, Array, FloatArray, checked_batch, unit_rows
 from dupify.vision.models.effnet_graph import (
     EMBEDDING_DIMS,
     EMBEDDING_OUTPUT,
@@ -135,20 +135,14 @@ class SemanticModel:
 
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
         """(N, 3, 224, 224) preprocessed tensors -> unit-norm embeddings and class probabilities."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise ValueError(f"expected a (N, 3, 224, 224) batch, got {batch.shape}")
+        batch = checked_batch(batch, self.input_shape)
         if len(batch) == 0:
             return {
                 EMBEDDING: np.zeros((0, self.dimensions), dtype=np.float32),
                 PROBABILITIES: np.zeros((0, NUM_CLASSES), dtype=np.float32),
             }
         pooled, probabilities = self._run(batch)
-        pooled = pooled.astype(np.float32, copy=False)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        # Pooled ReLU6 outputs: an all-zero row is possible in principle; keep it zero.
-        embeddings = pooled / np.maximum(norms, np.float32(1e-12))
         return {
-            EMBEDDING: embeddings.astype(np.float32, copy=False),
+            EMBEDDING: unit_rows(pooled),
             PROBABILITIES: probabilities.astype(np.float32, copy=False),
         }

