@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dupify.api.deps import get_runtime, require_scope
 from dupify.api.schemas import error_responses
@@ -96,6 +97,24 @@ def _parse_day(value: str | None, param: str, default: date) -> date:
         ) from exc
 
 
+def usage_rows(session: Session, account_id: str, since: datetime, until: datetime) -> list[Any]:
+    """The request-log rows `summarise` reads: one account's, created in [since, until)."""
+    return list(
+        session.execute(
+            select(
+                RequestLog.created_at,
+                RequestLog.endpoint,
+                RequestLog.status,
+                RequestLog.latency_ms,
+                RequestLog.images,
+                RequestLog.cached_images,
+            )
+            .where(RequestLog.account_id == account_id)
+            .where(RequestLog.created_at >= since, RequestLog.created_at < until)
+        )
+    )
+
+
 def summarise(rows: Sequence[Any]) -> tuple[list[UsageRow], UsageTotals]:
     """Group (created_at, endpoint, status, latency_ms, images, cached_images) rows by UTC day
     and endpoint."""
@@ -164,21 +183,7 @@ async def get_usage(
 
     def load() -> list[Any]:
         with runtime.sessions() as session:
-            return list(
-                session.execute(
-                    select(
-                        RequestLog.created_at,
-                        RequestLog.endpoint,
-                        RequestLog.status,
-                        RequestLog.latency_ms,
-                        RequestLog.images,
-                        RequestLog.cached_images,
-                    )
-                    .where(RequestLog.account_id == principal.account_id)
-                    .where(RequestLog.created_at >= since)
-                    .where(RequestLog.created_at < until)
-                )
-            )
+            return usage_rows(session, principal.account_id, since, until)
 
     rows = await asyncio.to_thread(load)
     data, totals = await asyncio.to_thread(summarise, rows)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dupify.api.usage import percentile, summarise
+from dupify.api.usage import percentile, summarise, usage_rows
 from dupify.usage.models import RequestLog
 
 CHART_DAYS = 30
@@ -83,20 +82,7 @@ def _window(today: date) -> tuple[datetime, datetime, list[date]]:
 
 def last_30_days(db: Session, account_id: str, now: datetime) -> Summary:
     since, until, days = _window(now.astimezone(UTC).date())
-    rows: list[Any] = list(
-        db.execute(
-            select(
-                RequestLog.created_at,
-                RequestLog.endpoint,
-                RequestLog.status,
-                RequestLog.latency_ms,
-                RequestLog.images,
-                RequestLog.cached_images,
-            )
-            .where(RequestLog.account_id == account_id)
-            .where(RequestLog.created_at >= since, RequestLog.created_at < until)
-        )
-    )
+    rows = usage_rows(db, account_id, since, until)
     groups, totals = summarise(rows)
     per_day: dict[date, list[int]] = {day: [0, 0, 0] for day in days}
     for group in groups:
