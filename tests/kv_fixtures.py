@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,13 +17,9 @@ from typing import Any
 import pytest
 import redis
 
+from servers import free_port
+
 SHARED_REDIS_URL = os.environ.get("DUPIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def delete_prefix(url: str, prefix: str) -> None:

@@ -24,7 +24,8 @@ from dupify.policy import (
     announce_policy_change,
     needs_policy_acknowledgement,
 )
-from smtp_sink import SmtpSink, free_port, running_sink
+from servers import free_port
+from smtp_sink import SmtpSink, running_sink
 
 
 @pytest.fixture

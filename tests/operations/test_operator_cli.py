@@ -16,7 +16,8 @@ from dupify.cli import app
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import enqueue
-from smtp_sink import SmtpSink, free_port, running_sink
+from servers import free_port
+from smtp_sink import SmtpSink, running_sink
 
 Run = Callable[..., tuple[int, str]]
 

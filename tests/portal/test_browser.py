@@ -21,8 +21,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from samples import photo_jpeg
-from servers import Server, clean_env, start_server, stop_server
-from smtp_sink import SmtpSink, free_port, running_sink
+from servers import Server, clean_env, free_port, start_server, stop_server
+from smtp_sink import SmtpSink, running_sink
 
 pytestmark = pytest.mark.slow
 

@@ -3,15 +3,13 @@ prefix) and what a backend holds, for tests that search it for data that must no
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import redis
 
-REDIS_URL = os.environ.get("DUPIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
+from kv_fixtures import SHARED_REDIS_URL, delete_prefix
 
 BACKENDS = ["embedded", "redis"]
 
@@ -23,14 +21,8 @@ def backend_overrides(kind: str) -> Iterator[dict[str, Any]]:
         yield {}
         return
     prefix = f"dupifyprivacy{secrets.token_hex(6)}"
-    yield {"redis_url": REDIS_URL, "redis": {"key_prefix": prefix}}
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    yield {"redis_url": SHARED_REDIS_URL, "redis": {"key_prefix": prefix}}
+    delete_prefix(SHARED_REDIS_URL, prefix)
 
 
 def redis_contents(overrides: dict[str, Any]) -> dict[bytes, bytes]:
