@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.accounts.service import create_account
 from dupify.app import create_app
@@ -26,6 +27,7 @@ from dupify.migrate import upgrade
 from dupify.models import Base
 from dupify.vision.registry import ModelRegistry
 from kv_fixtures import cache_backend, redis_server  # noqa: F401 - fixtures, shared by every test
+from smtp_sink import sink  # noqa: F401 - a fixture, shared by every test
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DUPIFY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -70,6 +72,14 @@ def database_url(
     _empty_tables(engine)
     engine.dispose()
     yield postgres_url
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the test's database, for tests that work below the API."""
+    engine = create_db_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

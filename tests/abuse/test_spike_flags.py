@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.abuse.monitor import (
@@ -29,13 +27,6 @@ SETTINGS = AbuseSettings(
     spike_baseline_windows=4,
 )
 SECRET = b"s" * 32
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def new_key(sessions: sessionmaker[Session], email: str) -> tuple[str, str]:

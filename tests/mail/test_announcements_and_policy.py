@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
@@ -24,21 +23,7 @@ from dupify.policy import (
     announce_policy_change,
     needs_policy_acknowledgement,
 )
-from servers import free_port
-from smtp_sink import SmtpSink, running_sink
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with running_sink(SmtpSink(free_port())) as running:
-        yield running
+from smtp_sink import SmtpSink
 
 
 def make_accounts(sessions: sessionmaker[Session]) -> dict[str, str]:

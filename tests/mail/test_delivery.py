@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from conftest import make_settings
 from dupify.config import Environment, MailSettings
-from dupify.db import create_db_engine, session_factory, transaction
+from dupify.db import transaction
 from dupify.mail.delivery import (
     MailSender,
     Outcome,
@@ -29,19 +29,6 @@ from servers import free_port
 from smtp_sink import SmtpSink, running_sink
 
 FAST = {"poll_interval_s": 0.05, "retry_base_s": 0.1, "retry_max_s": 0.4, "timeout_s": 5}
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with running_sink(SmtpSink(free_port())) as running:
-        yield running
 
 
 def queue(sessions: sessionmaker[Session], to: str = "dev@example.com", **extra: str) -> str:

@@ -3,7 +3,6 @@ holding ids and no personal data; operators list them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,12 @@ from dupify.abuse.service import set_account_suspended, set_key_suspended
 from dupify.accounts.service import create_account
 from dupify.audit.models import AuditEvent
 from dupify.audit.service import EVENTS, AuditError, list_events, record_event
-from dupify.db import create_db_engine, session_factory, transaction
+from dupify.db import transaction
 from dupify.keys.service import create_key, revoke_key
 from dupify.mail.announcements import announce
 from dupify.policy import announce_policy_change
 
 SECRET = b"s" * 32
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def events(sessions: sessionmaker[Session]) -> list[tuple[str, str | None, str | None, str | None]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,9 @@ from dupify.cli import app
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import enqueue
-from servers import free_port
-from smtp_sink import SmtpSink, running_sink
+from smtp_sink import SmtpSink
 
 Run = Callable[..., tuple[int, str]]
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with running_sink(SmtpSink(free_port())) as running:
-        yield running
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@ rest; the in-server scheduler runs once per deployment however many processes ra
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
@@ -25,13 +24,6 @@ from dupify.jobs.retention import RetentionScheduler
 from dupify.keys.models import AbuseFlag
 from dupify.mail.models import OutboxMessage
 from dupify.usage.models import RequestLog
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def purge(database_url: str) -> str:
