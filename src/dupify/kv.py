@@ -31,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from dupify.config import RedisSettings
+from dupify.tasks import cancel_and_wait
 
 log = logging.getLogger("dupify.kv")
 T = TypeVar("T")
@@ -191,10 +192,7 @@ class RedisKv:
 
     async def close(self) -> None:
         self._closed = True
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        await cancel_and_wait(self._probe)
         with contextlib.suppress(Exception):
             await self.client.aclose(close_connection_pool=True)
 

@@ -7,7 +7,6 @@ Each rule is one DELETE in its own transaction, so one slow table does not hold 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from dupify.db import new_id, transaction, utcnow
 from dupify.jobs import lease
 from dupify.keys.models import AbuseFlag
 from dupify.mail.models import OutboxMessage
+from dupify.tasks import cancel_and_wait
 from dupify.usage.models import RequestLog
 
 log = logging.getLogger("dupify.retention")
@@ -156,11 +156,8 @@ class RetentionScheduler:
         self._task = asyncio.create_task(self._loop(), name="retention-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run_if_due(self) -> list[tuple[str, int]] | None:
         """Run every rule if this process wins the lease and the interval has passed; None if

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dupify.config import UsageLogSettings
 from dupify.db import transaction
 from dupify.keys.models import ApiKey
+from dupify.tasks import cancel_and_wait
 from dupify.usage.models import RequestLog
 
 log = logging.getLogger("dupify.usage")
@@ -83,11 +84,8 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()
 
     async def flush(self) -> int:
