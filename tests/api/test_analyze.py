@@ -134,6 +134,26 @@ async def test_the_embedding_feature_is_the_embeddings_endpoint_vector(api: Api)
         assert analysis["models"] == {"embedding": model}
 
 
+async def test_embedding_and_measures_do_not_depend_on_the_other_features(api: Api) -> None:
+    # OCR and faces decode the upload again at a larger side; the models and the pixel
+    # measures must still see exactly what they see without them (a 1600 px JPEG, so the
+    # small decode goes through JPEG DCT scaling).
+    key = api.new_key()
+    photo = np.asarray(Image.fromarray(sample_photo("chelsea")).resize((1600, 1200)))
+    data = b64(encode(photo, "JPEG", quality=90))
+    narrow = await analyze(api, key, input=data, features=["embedding", "hashes", "quality"])
+    wide = await analyze(api, key, input=data, features=ALL_FEATURES)
+    embedded = await api.client.post(
+        "/v1/embeddings", json={"input": data}, headers={"Authorization": f"Bearer {key}"}
+    )
+    expected = np.array(embedded.json()["data"][0]["embedding"])
+    for body in (narrow, wide):
+        [result] = body["results"]
+        assert np.allclose(result["embedding"], expected, atol=1e-6)
+    assert wide["results"][0]["hashes"] == narrow["results"][0]["hashes"]
+    assert wide["results"][0]["quality"] == narrow["results"][0]["quality"]
+
+
 def word_image(word: str) -> bytes:
     image = Image.new("RGB", (640, 240), "white")
     draw = ImageDraw.Draw(image)

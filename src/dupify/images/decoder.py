@@ -59,11 +59,17 @@ class Decoder:
         return await self._run(decode_image, data, self._limits, working_side)
 
     async def inspect(
-        self, data: bytes, working_side: int, measures: frozenset[str], max_colors: int = 5
+        self,
+        data: bytes,
+        working_side: int,
+        measures: frozenset[str],
+        max_colors: int = 5,
+        detail_side: int = 0,
     ) -> Inspection:
-        """The decoded upload plus the pixel measures (colors, hashes, quality) asked for."""
+        """The decoded upload plus the pixel measures (colors, hashes, quality) asked for, and
+        a second, larger decode for OCR and faces when `detail_side` exceeds `working_side`."""
         return await self._run(
-            inspect_image, data, self._limits, working_side, measures, max_colors
+            inspect_image, data, self._limits, working_side, measures, max_colors, detail_side
         )
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:

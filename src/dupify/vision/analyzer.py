@@ -122,19 +122,27 @@ class Analyzer:
             versions["embedding"] = options.embedding_model
         return versions
 
-    def working_side(self, model_ids: Sequence[str], features: frozenset[str]) -> int:
-        sides = [self.registry.get(model_id).working_side for model_id in model_ids]
-        if features & {"text", "faces"}:
-            sides.append(DETAIL_WORKING_SIDE)
+    def working_side(self, model_ids: Sequence[str]) -> int:
+        """The side models and pixel measures see, whatever else a request asked for."""
         # Pixel measures alone work on a modest image (hashes resize to 32 px anyway).
-        return max(sides, default=256)
+        return max(
+            (self.registry.get(model_id).working_side for model_id in model_ids), default=256
+        )
 
     async def inspect_all(
-        self, images: Sequence[bytes], working_side: int, measures: frozenset[str], max_colors: int
+        self,
+        images: Sequence[bytes],
+        working_side: int,
+        measures: frozenset[str],
+        max_colors: int,
+        detail_side: int = 0,
     ) -> list[Inspection | ApiError]:
         """Decode and measure every image in the worker pool; a failure stays with its image."""
         results = await asyncio.gather(
-            *(self.decoder.inspect(data, working_side, measures, max_colors) for data in images),
+            *(
+                self.decoder.inspect(data, working_side, measures, max_colors, detail_side)
+                for data in images
+            ),
             return_exceptions=True,
         )
         inspections: list[Inspection | ApiError] = []
@@ -169,9 +177,10 @@ class Analyzer:
             self.registry.get(model_id)  # an unknown model fails the request, not each image
         inspections = await self.inspect_all(
             images,
-            self.working_side(model_ids, options.features),
+            self.working_side(model_ids),
             options.features & PIXEL_MEASURES,
             options.max_colors,
+            DETAIL_WORKING_SIDE if options.features & {"text", "faces"} else 0,
         )
         good = [item for item in inspections if isinstance(item, Inspection)]
         pixels = [item.image.pixels for item in good]
@@ -214,7 +223,11 @@ class Analyzer:
         return list(
             await asyncio.gather(
                 *(
-                    asyncio.to_thread(run, item.image.pixels, (item.image.width, item.image.height))
+                    asyncio.to_thread(
+                        run,
+                        (item.detail or item.image).pixels,
+                        (item.image.width, item.image.height),
+                    )
                     for item in inspections
                 )
             )
