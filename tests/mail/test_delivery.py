@@ -260,3 +260,21 @@ def test_enqueue_refuses_unknown_kinds_and_header_injection(
                 session, kind="security", to_address="a@example.com", subject="s\nBcc: x", body="b"
             )
         assert session.scalars(select(OutboxMessage)).all() == []
+
+
+def test_a_message_never_given_an_outcome_is_failed_after_max_attempts(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A sender that dies (or raises) mid-send records nothing; the claim lease brings the
+    message back, but only `max_attempts` times: then it is failed, not retried forever."""
+    mail = MailSettings(max_attempts=2, claim_lease_s=60)
+    message_id = queue(sessions)
+    now = row(sessions, message_id).created_at + timedelta(seconds=1)
+    for attempt in (1, 2):
+        [claimed] = claim_due(sessions, mail, now)
+        assert claimed.attempts == attempt
+        now += timedelta(seconds=61)  # the lease ran out with no outcome recorded
+    assert claim_due(sessions, mail, now) == []
+    given_up = row(sessions, message_id)
+    assert (given_up.state, given_up.attempts) == ("failed", 2)
+    assert "no outcome recorded" in (given_up.last_error or "")

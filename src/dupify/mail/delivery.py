@@ -105,8 +105,22 @@ def claim_due(
     row already moved by another process no longer matches, so no two senders take the same row.
     On PostgreSQL the inner SELECT skips rows another claim has locked instead of waiting; on
     SQLite the UPDATE is the transaction's first statement, so it holds the write lock throughout.
+
+    A message whose claims have used up `max_attempts` without an outcome being recorded (its
+    sender died or raised mid-send every time) is marked failed instead of claimed again, so
+    such a message is not retried, and perhaps sent, forever.
     """
-    due = (OutboxMessage.state == "pending") & (OutboxMessage.next_attempt_at <= now)
+    pending_due = (OutboxMessage.state == "pending") & (OutboxMessage.next_attempt_at <= now)
+    due = pending_due & (OutboxMessage.attempts < settings.max_attempts)
+    give_up = (
+        update(OutboxMessage)
+        .where(pending_due, OutboxMessage.attempts >= settings.max_attempts)
+        .values(
+            state="failed",
+            last_error=f"no outcome recorded after {settings.max_attempts} claimed attempts",
+        )
+        .execution_options(synchronize_session=False)
+    )
     candidates = (
         select(OutboxMessage.id)
         .where(due)
@@ -133,6 +147,7 @@ def claim_due(
     )
     with transaction(sessions) as session:
         rows = session.execute(claim).all()
+        session.execute(give_up)
     return [ClaimedMessage(*row) for row in rows]
 
 
@@ -293,6 +308,14 @@ class SmtpTransport:
                 except aiosmtplib.SMTPException as exc:
                     result = Result.failed if _is_permanent(exc) else Result.retry
                     outcomes.append(Outcome(result, _describe(exc)))
+                except Exception as exc:
+                    # Unforeseen, and the connection's state is unknown: retry the rest (bounded
+                    # by max_attempts) rather than raise, which would lose the outcomes of the
+                    # messages already sent in this batch and send them again after the lease.
+                    log.exception("outbox: unexpected error sending %s", message.id)
+                    error = _describe(exc)
+                    outcomes.extend(Outcome(Result.retry, error) for _ in messages[index:])
+                    break
                 else:
                     outcomes.append(Outcome(Result.sent))
         finally:
