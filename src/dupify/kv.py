@@ -165,9 +165,13 @@ class RedisKv:
             for callback in self._on_recovery:
                 try:
                     await callback()
-                except Exception:  # a hook that fails marks Redis down again (and re-probes)
+                except Exception:
                     log.exception("redis recovery hook failed")
-            return
+            if self._up:
+                return
+            # A hook's Redis call failed and marked Redis down again. `_mark_down` saw this
+            # task still running and started no other probe, so this one keeps probing.
+            delay = self._settings.probe_interval_s
 
     async def check(self) -> bool:
         """One PING now (for start-up and tests); marks the flag like any other call."""

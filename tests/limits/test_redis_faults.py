@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from conftest import Api
+from dupify.config import RedisSettings
+from dupify.kv import RedisKv
 from kv_fixtures import RedisServer
 from samples import noise_png
 
@@ -161,3 +163,34 @@ async def test_limits_fall_back_to_this_process_while_redis_is_down(
         assert ok.headers["X-Cache"] == "miss"
         over = await api.client.post("/v1/embeddings", json={"input": images[:1]}, headers=other)
         assert over.status_code == 429 and over.json()["error"]["code"] == "quota_exceeded"
+
+
+async def test_redis_comes_back_even_if_a_recovery_hook_fails_once(
+    redis_server: RedisServer,
+) -> None:
+    kv = RedisKv(
+        redis_server.url,
+        RedisSettings(timeout_s=0.2, probe_interval_s=0.05, probe_max_interval_s=0.1),
+    )
+    recoveries = 0
+
+    async def flaky_hook() -> None:
+        # The first recovery's hook meets a Redis error (as a flapping Redis would give it),
+        # which marks Redis down again from inside the probe.
+        nonlocal recoveries
+        recoveries += 1
+        if recoveries == 1:
+            await kv.call(lambda client: client.execute_command("NO-SUCH-COMMAND"))
+
+    kv.on_recovery(flaky_hook)
+    try:
+        redis_server.stop()
+        assert not await kv.check()
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        while not (kv.available and recoveries >= 2):
+            assert time.monotonic() < deadline, f"redis never marked up ({recoveries} recoveries)"
+            await asyncio.sleep(0.05)
+        assert await kv.check()
+    finally:
+        await kv.close()
