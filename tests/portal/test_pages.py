@@ -171,6 +171,9 @@ async def test_logs_filter_by_status_endpoint_and_date_and_page(api: Api) -> Non
         assert "20 requests" in only_today.text
         bad = await client.get("/logs?start=yesterday")
         assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
+        # Odd but well-formed values are handled, never a 500.
+        assert "60 requests, page 1 of 2" in (await client.get("/logs?page=%C2%B2")).text
+        assert "60 requests" in (await client.get("/logs?start=0001-01-01&end=9999-12-31")).text
 
 
 async def test_account_corrections_preferences_and_email_change(api: Api) -> None:

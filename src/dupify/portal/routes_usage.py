@@ -84,7 +84,8 @@ async def logs(
     if first and last and last < first:
         errors["end"] = "The end date must not be before the start date."
         last = None
-    number = int(page) if page.isdigit() and 0 < int(page) < 100_000 else 1
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    number = int(page) if page.isdecimal() and 0 < int(page) < 100_000 else 1
     chosen = LogFilter(status=status, endpoint=endpoint, start=first, end=last, page=number)
     await v.runtime.recorder.flush()
 

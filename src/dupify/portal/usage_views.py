@@ -190,7 +190,7 @@ def log_page(db: Session, account_id: str, chosen: LogFilter) -> tuple[list[Requ
         conditions.append(
             RequestLog.created_at >= datetime.combine(chosen.start, time.min, tzinfo=UTC)
         )
-    if chosen.end is not None:
+    if chosen.end is not None and chosen.end < date.max:  # no day after date.max to stop at
         after = datetime.combine(chosen.end + timedelta(days=1), time.min, tzinfo=UTC)
         conditions.append(RequestLog.created_at < after)
     total = int(db.scalar(select(func.count()).select_from(RequestLog).where(*conditions)) or 0)
