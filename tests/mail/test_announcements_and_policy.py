@@ -16,7 +16,7 @@ from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.announcements import announce
 from dupify.mail.delivery import MailSender
 from dupify.mail.models import OutboxMessage, PolicyNotice
-from dupify.mail.outbox import OutboxError
+from dupify.mail.outbox import OutboxError, enqueue
 from dupify.policy import (
     acknowledge_policy,
     announce_if_raised,
@@ -67,6 +67,35 @@ async def test_an_announcement_reaches_exactly_the_accounts_that_did_not_object(
     assert recipients(sink, "New model") == ["ada@example.com", "grace@example.com"]
     [one] = sink.to("ada@example.com")
     assert "dupify-visual-2 is out." in one.body
+
+
+async def test_an_objection_made_after_queueing_stops_the_pending_announcement(
+    database_url: str, sessions: sessionmaker[Session], sink: SmtpSink
+) -> None:
+    """Mail waits in the outbox (the next poll, a retry hours later): the objection is honoured
+    when the message is sent, not only when it was queued; other mail to the account still goes."""
+    accounts = make_accounts(sessions)
+    with transaction(sessions) as session:
+        assert announce(session, subject="Spring news", body="Some news.\n") == 2
+        enqueue(
+            session,
+            kind="security",
+            to_address="ada@example.com",
+            subject="A new API key",
+            body="A key was created.\n",
+            account_id=accounts["ada@example.com"],
+        )
+        session.get_one(Account, accounts["ada@example.com"]).pref_announcements = False
+    await deliver(database_url, sessions, sink)
+    assert recipients(sink, "Spring news") == ["grace@example.com"]
+    assert recipients(sink, "A new API key") == ["ada@example.com"]
+    with sessions() as session:
+        kinds = session.scalars(
+            select(OutboxMessage.kind).where(
+                OutboxMessage.account_id == accounts["ada@example.com"]
+            )
+        ).all()
+    assert kinds == ["security"]  # the withdrawn announcement is not kept either
 
 
 async def test_a_policy_notice_reaches_every_account_once_however_often_it_runs(

@@ -16,9 +16,10 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from dupify.accounts.models import Account
 from dupify.config import MailSettings, Settings
 from dupify.db import transaction, utcnow
 from dupify.mail.models import OutboxMessage
@@ -146,9 +147,35 @@ def claim_due(
         .execution_options(synchronize_session=False)
     )
     with transaction(sessions) as session:
-        rows = session.execute(claim).all()
+        claimed = [ClaimedMessage(*row) for row in session.execute(claim)]
         session.execute(give_up)
-    return [ClaimedMessage(*row) for row in rows]
+        withdrawn = _withdraw_objected_announcements(session, claimed)
+    return [message for message in claimed if message.id not in withdrawn]
+
+
+def _withdraw_objected_announcements(
+    session: Session, claimed: Sequence[ClaimedMessage]
+) -> set[str]:
+    """Delete the claimed announcements whose account objected after they were queued (PRIVACY
+    row 7: the objection holds at sending time too, e.g. for a retry hours later)."""
+    announcement_ids = [message.id for message in claimed if message.kind == "announcement"]
+    if not announcement_ids:
+        return set()
+    objected = set(
+        session.scalars(
+            select(OutboxMessage.id)
+            .join(Account, Account.id == OutboxMessage.account_id)
+            .where(OutboxMessage.id.in_(announcement_ids), Account.pref_announcements.is_(False))
+        )
+    )
+    if objected:
+        session.execute(
+            delete(OutboxMessage)
+            .where(OutboxMessage.id.in_(objected))
+            .execution_options(synchronize_session=False)
+        )
+        log.info("outbox: withdrew %d announcements; their accounts objected", len(objected))
+    return objected
 
 
 def record_outcomes(
