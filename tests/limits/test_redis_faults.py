@@ -180,7 +180,7 @@ async def test_redis_comes_back_even_if_a_recovery_hook_fails_once(
         nonlocal recoveries
         recoveries += 1
         if recoveries == 1:
-            await kv.call(lambda client: client.execute_command("NO-SUCH-COMMAND"))
+            await kv.call(lambda client: client.eval("return redis.error_reply('flap')", 0))
 
     kv.on_recovery(flaky_hook)
     try:
