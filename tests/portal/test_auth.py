@@ -286,3 +286,34 @@ async def test_emailed_links_work_once_and_expire(api: Api) -> None:
             token.expires_at = utcnow() - timedelta(seconds=1)
         expired = await stranger.get(relative(link))
         assert expired.status_code == 400 and "invalid, already used or expired" in expired.text
+
+
+async def test_a_nul_character_anywhere_is_a_clear_400_not_a_500(api: Api) -> None:
+    """PostgreSQL refuses NUL in text: these were 500s there (and stored as-is on SQLite)."""
+    async with _client(api) as stranger:
+        token = csrf_of((await stranger.get("/signup")).text)
+        for action, data in (
+            ("/login", {"email": "a\x00@example.com", "password": PASSWORD}),
+            ("/reset-password", {"email": "a\x00@example.com"}),
+            (
+                "/signup",
+                {"email": "n@example.com", "name": "A\x00", "password": PASSWORD},
+            ),
+        ):
+            refused = await stranger.post(action, data={"csrf_token": token, **data})
+            assert refused.status_code == 400 and "NUL character" in refused.text, action
+    async with await signed_in_member(api) as member:
+        client = member.client
+        token = csrf_of((await client.get("/keys")).text)
+        named = await client.post(
+            "/keys", data={"csrf_token": token, "name": "a\x00b", "scope_embeddings": "yes"}
+        )
+        assert named.status_code == 400 and "NUL character" in named.text
+        profile = await client.post("/account/profile", data={"csrf_token": token, "name": "\x00"})
+        assert profile.status_code == 400
+        assert (
+            await client.post("/keys/%00/revoke", data={"csrf_token": token})
+        ).status_code == 400
+        assert (await client.get("/logs?endpoint=%00")).status_code == 400
+    with Session(api.engine) as db:
+        assert db.scalar(select(func.count()).select_from(Account)) == 1

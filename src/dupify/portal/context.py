@@ -9,7 +9,7 @@ matches: no route can forget the check.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +222,14 @@ async def _read_form(request: Request, visitor: Visitor) -> None:
     except (UnicodeDecodeError, ValueError) as exc:
         raise PortalRefusal(400, "The form could not be read", "Malformed form data.") from exc
     visitor.form = dict(pairs)
+    if _holds_nul(text for pair in visitor.form.items() for text in pair):
+        raise PortalRefusal(400, "The form could not be read", "The form holds a NUL character.")
+
+
+def _holds_nul(texts: Iterable[str]) -> bool:
+    """PostgreSQL text cannot hold NUL: refused once here, not a database error (500) in whichever
+    route stores or looks the value up first."""
+    return any("\x00" in text for text in texts)
 
 
 def _same_origin(request: Request) -> bool:
@@ -234,6 +242,11 @@ def _same_origin(request: Request) -> bool:
 
 async def visitor(request: Request) -> Visitor:
     runtime = get_runtime(request)
+    query = request.query_params.multi_items()
+    if _holds_nul([request.scope.get("path", ""), *(text for pair in query for text in pair)]):
+        raise PortalRefusal(
+            400, "The address could not be read", "The address holds a NUL character."
+        )
     secure = is_tls(request.scope, runtime.settings.portal)
     names = cookie_names(secure)
     current = Visitor(request=request, runtime=runtime, secure=secure, cookies=names)
