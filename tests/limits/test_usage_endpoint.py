@@ -123,3 +123,16 @@ async def test_usage_needs_its_scope_and_valid_dates(api_factory: Callable[..., 
         today = datetime.now(UTC).date()
         assert default.json()["start"] == today.replace(day=1).isoformat()
         assert default.json()["end"] == today.isoformat()
+
+
+async def test_usage_for_days_up_to_the_last_representable_one(
+    api_factory: Callable[..., Any],
+) -> None:
+    async with api_factory() as api:
+        auth = {"Authorization": f"Bearer {api.new_key()}"}
+        params = {"start": "9999-12-30", "end": "9999-12-31"}
+        response = await api.client.get("/v1/usage", params=params, headers=auth)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["start"], body["end"], body["data"]) == ("9999-12-30", "9999-12-31", [])
+        assert body["totals"]["requests"] == 0

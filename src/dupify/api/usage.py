@@ -179,7 +179,8 @@ async def get_usage(
     # This process's buffered rows are written first, so the report includes them.
     await runtime.recorder.flush()
     since = datetime.combine(first, time.min, tzinfo=UTC)
-    until = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    # Nothing is logged after today, and the day after 9999-12-31 does not exist (an error).
+    until = datetime.combine(min(last, now.date()) + timedelta(days=1), time.min, tzinfo=UTC)
 
     def load() -> list[Any]:
         with runtime.sessions() as session:
