@@ -27,23 +27,3 @@ async def open_backends(
     if not await kv.check():
         log.warning("redis not reachable at start-up; serving on per-process fallbacks")
     return Limiter(secret, kv), RedisCache(secret, kv, ttl_s=ttl_s)
-
-
-async def forget_account(
-    limiter: Limiter, cache: ResultCache, account_id: str, key_ids: list[str]
-) -> None:
-    """Remove an account's cached results, quota counters and its keys' rate counters now
-    (account deletion). Raises `dupify.kv.KvUnavailable` if Redis is down: retry later."""
-    await cache.forget_account(account_id)
-    await limiter.forget_account(account_id, key_ids)
-
-
-async def forget_account_from_outside(
-    settings: Settings, secret: bytes, account_id: str, key_ids: list[str]
-) -> None:
-    """The same from a process that serves nothing (`dupify account delete`): reaches Redis if
-    configured. Embedded entries live in each server's memory; they can no longer be asked for
-    (the account's keys are gone) and expire within the cache TTL."""
-    async with AsyncExitStack() as stack:
-        limiter, cache = await open_backends(settings, secret, stack)
-        await forget_account(limiter, cache, account_id, key_ids)
