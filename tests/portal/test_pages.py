@@ -213,6 +213,46 @@ async def test_account_corrections_preferences_and_email_change(api: Api) -> Non
         assert "new@example.com" in page.text
 
 
+async def test_a_new_password_or_address_ends_the_pending_emailed_links(api: Api) -> None:
+    """Links started with the old password, or sent to the old address, stop working."""
+    async with await signed_in_member(api) as member:
+        client = member.client
+
+        async def request_move(to: str, password: str) -> str:
+            data = {"new_email": to, "email_password": password}
+            assert (await post_form(client, "/account", "/account/email", data)).status_code == 303
+            return relative(mail_links(api, to, "email_change")[-1])
+
+        async def request_reset() -> str:
+            data = {"email": member.email}
+            sent = await post_form(client, "/reset-password", "/reset-password", data)
+            assert sent.status_code == 303
+            return relative(mail_links(api, member.email, "password_reset")[-1])
+
+        move, reset = await request_move("thief@example.com", PASSWORD), await request_reset()
+        second = "another long password"
+        data = {"current_password": PASSWORD, "new_password": second}
+        assert (await post_form(client, "/account", "/account/password", data)).status_code == 303
+        assert (await client.get(move)).status_code == 400
+        assert (await client.get(reset)).status_code == 400
+
+        move, reset = await request_move("thief@example.com", second), await request_reset()
+        form = await client.get(reset)
+        third = "a third long password"
+        done = await client.post(reset, data={"csrf_token": csrf_of(form.text), "password": third})
+        assert done.status_code == 303
+        assert (await client.get(move)).status_code == 400
+
+        data = {"email": member.email, "password": third}
+        assert (await post_form(client, "/login", "/login", data)).status_code == 303
+        reset, move = await request_reset(), await request_move("new@example.com", third)
+        assert (await client.get(move)).status_code == 303
+        assert (await client.get(reset)).status_code == 400
+    with Session(api.engine) as db:
+        account = db.get(Account, member.account_id)
+        assert account is not None and account.email == "new@example.com"
+
+
 async def test_password_change_ends_the_other_sessions(api: Api) -> None:
     first = await signed_in_member(api)
     async with first:

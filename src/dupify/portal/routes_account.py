@@ -26,7 +26,7 @@ from dupify.portal.passwords import (
 )
 from dupify.portal.routes_auth import NAME_MAX
 from dupify.portal.sessions import end_all_sessions
-from dupify.portal.tokens import issue_token
+from dupify.portal.tokens import issue_token, revoke_tokens
 
 router = APIRouter(include_in_schema=False)
 NOT_CURRENT_MESSAGE = "That is not your current password."
@@ -115,6 +115,8 @@ def change_password(v: Visitor = Depends(member)) -> Response:
             return _page(v, status=400, errors={"new_password": str(exc)})
         account.password_hash = hash_password(new_password)
         end_all_sessions(db, account.id)
+        # Whoever knew the old password may have started a reset or a move to their address.
+        revoke_tokens(db, account.id, ("reset_password", "change_email"))
         record_event(db, "password_changed", actor_account_id=account.id, account_id=account.id)
         mails.send_password_changed(db, account)
         # Every session ended, this one included; the browser that changed it gets a new one.

@@ -24,7 +24,7 @@ from dupify.portal.passwords import (
 from dupify.portal.privacy import policy_facts
 from dupify.portal.sessions import end_all_sessions
 from dupify.portal.throttle import login_allowed, login_succeeded, reset_allowed
-from dupify.portal.tokens import find_token, issue_token, use_token
+from dupify.portal.tokens import find_token, issue_token, revoke_tokens, use_token
 
 router = APIRouter(include_in_schema=False)
 NAME_MAX = 200
@@ -129,6 +129,8 @@ def verify_email(token: str, v: Visitor = Depends(visitor)) -> Response:
                     link_text="Back to your account",
                 )
             account.email = row.new_email
+            # Reset links went to the old address: its holder no longer speaks for the account.
+            revoke_tokens(db, account.id, ("reset_password",))
             record_event(db, "email_changed", actor_account_id=account.id, account_id=account.id)
         account.email_verified_at = utcnow()
         changed = row.purpose == "change_email"
@@ -294,6 +296,8 @@ def reset_password(token: str, v: Visitor = Depends(visitor)) -> Response:
                 "reset_form.html", status=400, errors={"password": str(exc)}, token=token
             )
         use_token(row, utcnow())
+        # Whoever knew the old password may have started moving the account to their address.
+        revoke_tokens(db, account.id, ("change_email",))
         account.password_hash = hash_password(password)
         # The link proved control of the mailbox, which is what confirming the address means.
         account.email_verified_at = account.email_verified_at or utcnow()

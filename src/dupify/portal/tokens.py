@@ -32,11 +32,7 @@ def issue_token(
     """A fresh link token; earlier unused tokens of the same purpose stop working."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    db.execute(
-        delete(OneTimeToken).where(
-            OneTimeToken.account_id == account_id, OneTimeToken.purpose == purpose
-        )
-    )
+    revoke_tokens(db, account_id, (purpose,))
     raw = secrets.token_urlsafe(32)
     db.add(
         OneTimeToken(
@@ -50,6 +46,15 @@ def issue_token(
     )
     db.flush()
     return raw
+
+
+def revoke_tokens(db: Session, account_id: str, purposes: tuple[str, ...]) -> None:
+    """The account's unused links of these purposes stop working."""
+    db.execute(
+        delete(OneTimeToken).where(
+            OneTimeToken.account_id == account_id, OneTimeToken.purpose.in_(purposes)
+        )
+    )
 
 
 def find_token(
