@@ -8,7 +8,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+import pytest
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -233,3 +235,50 @@ async def test_the_scheduler_purges_expired_embedded_cache_entries(database_url:
         engine.dispose()
     assert removed is not None and dict(removed)["result_cache_expired"] == 1
     assert len(cache) == 1
+
+
+async def test_every_process_purges_its_own_embedded_cache_whoever_wins_the_lease(
+    database_url: str,
+) -> None:
+    """Each server process has its own embedded cache: the lease decides who runs the database
+    rules, not whose expired results are dropped."""
+    now = [1000.0]
+    caches = [
+        EmbeddedCache(b"k" * 32, max_bytes=1 << 20, ttl_s=60, clock=lambda: now[0])
+        for _ in range(3)
+    ]
+    for cache in caches:
+        await cache.set_many({"old": b"result"})
+    now[0] += 61
+    settings = make_settings(database_url)
+    engines = [create_db_engine(database_url) for _ in caches]
+    try:
+        schedulers = [
+            RetentionScheduler(session_factory(engine), settings, cache)
+            for engine, cache in zip(engines, caches, strict=True)
+        ]
+        outcomes = await asyncio.gather(*(s.run_if_due() for s in schedulers))
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert len([outcome for outcome in outcomes if outcome is not None]) == 1
+    assert [len(cache) for cache in caches] == [0, 0, 0]
+
+
+async def test_a_failed_run_is_retried_at_the_next_check_not_after_the_interval(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    settings = make_settings(database_url)  # the interval: an hour
+    scheduler = RetentionScheduler(sessions, settings)
+    with transaction(sessions) as session:
+        session.add(_log(91, "req_old"))
+        # A real failure: the table the first rule deletes from is briefly not there.
+        session.execute(text("ALTER TABLE request_logs RENAME TO request_logs_away"))
+    try:
+        with pytest.raises(DBAPIError):
+            await scheduler.run_if_due()
+    finally:
+        with transaction(sessions) as session:
+            session.execute(text("ALTER TABLE request_logs_away RENAME TO request_logs"))
+    removed = await scheduler.run_if_due()
+    assert removed is not None and dict(removed)["request_logs"] == 1

@@ -49,10 +49,12 @@ def try_acquire(
     return session.execute(first).scalar() is not None
 
 
-def finish(session: Session, name: str, *, holder: str, now: datetime) -> None:
-    """Record the run and free the lease at once (the next run waits for `min_interval`)."""
+def finish(session: Session, name: str, *, holder: str, now: datetime, ran: bool = True) -> None:
+    """Free the lease at once. With `ran`, record the run (the next waits for `min_interval`);
+    without (the run failed), the next check of any process may try again."""
+    values: dict[str, datetime] = {"expires_at": now}
+    if ran:
+        values["last_run_at"] = now
     session.execute(
-        update(JobLease)
-        .where(JobLease.name == name, JobLease.holder == holder)
-        .values(last_run_at=now, expires_at=now)
+        update(JobLease).where(JobLease.name == name, JobLease.holder == holder).values(**values)
     )

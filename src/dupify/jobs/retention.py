@@ -161,13 +161,22 @@ class RetentionScheduler:
 
     async def run_if_due(self) -> list[tuple[str, int]] | None:
         """Run every rule if this process wins the lease and the interval has passed; None if
-        another process holds it or ran recently."""
+        another process holds it or ran recently.
+
+        An embedded cache lives in this process's memory, so every process purges its own at
+        every check, lease or not: the lease winner's purge cannot reach the others' entries.
+        """
         if not await asyncio.to_thread(self._take_lease):
+            if self._cache is not None:
+                self._cache.purge_expired()
             return None
         try:
             removed = await run_all(self._sessions, self._settings, self._cache)
-        finally:
-            await asyncio.to_thread(self._release_lease)
+        except BaseException:
+            # Not counted as a run: the next check (of any process) tries again.
+            await asyncio.to_thread(self._release_lease, False)
+            raise
+        await asyncio.to_thread(self._release_lease, True)
         log.info(
             "retention run: %s",
             ", ".join(f"{name}: {count}" for name, count in removed if count) or "nothing due",
@@ -185,9 +194,9 @@ class RetentionScheduler:
                 min_interval=self._settings.retention.interval,
             )
 
-    def _release_lease(self) -> None:
+    def _release_lease(self, ran: bool) -> None:
         with transaction(self._sessions) as session:
-            lease.finish(session, LEASE_NAME, holder=self.holder, now=utcnow())
+            lease.finish(session, LEASE_NAME, holder=self.holder, now=utcnow(), ran=ran)
 
     async def _loop(self) -> None:
         # Check more often than the interval, so a process that dies mid-interval is replaced
