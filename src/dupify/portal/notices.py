@@ -18,5 +18,4 @@ NOTICES: dict[str, str] = {
     "account_deleted": "Your account and everything stored about it were deleted.",
     "policy_acknowledged": "Thank you: the policy update is acknowledged.",
     "admin_done": "Done.",
-    "link_invalid": "That link is invalid or has expired. Ask for a new one.",
 }

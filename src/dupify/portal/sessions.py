@@ -93,13 +93,3 @@ def end_all_sessions(db: Session, account_id: str) -> int:
     """End every session of the account (password change, deletion, suspension)."""
     result = db.execute(delete(WebSession).where(WebSession.account_id == account_id))
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def purge_expired_sessions(db: Session, *, now: datetime, settings: PortalSettings) -> int:
-    idle_cutoff = now - settings.session_idle_timeout
-    result = db.execute(
-        delete(WebSession).where(
-            (WebSession.expires_at <= now) | (WebSession.last_seen_at <= idle_cutoff)
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
