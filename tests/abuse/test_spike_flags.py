@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from conftest import make_settings
 from dupify.abuse.monitor import (
     RATE_LIMIT_FLAG,
     SPIKE_FLAG,
@@ -16,6 +20,8 @@ from dupify.abuse.service import list_flags, resolve_flag
 from dupify.accounts.service import create_account
 from dupify.config import AbuseSettings
 from dupify.db import create_db_engine, new_id, session_factory, transaction, utcnow
+from dupify.jobs.lease import HOLDER_MAX
+from dupify.jobs.retention import RetentionScheduler
 from dupify.keys.service import create_key
 from dupify.usage.models import RequestLog
 
@@ -130,3 +136,18 @@ def test_an_operator_resolves_a_flag_and_it_leaves_the_open_list(
     with sessions() as session:
         assert list_flags(session) == []
         assert [flag.id for flag in list_flags(session, include_resolved=True)] == [flag_id]
+
+
+def test_the_monitor_and_the_scheduler_take_their_lease_on_a_host_with_a_long_name(
+    database_url: str, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Container and pod host names run to 63 characters; the lease holder must still fit its
+    column (PostgreSQL refuses a longer value, and the job would never run)."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "dupify-api-" + "x" * 52)
+    monitor = AbuseMonitor(sessions, SETTINGS)
+    scheduler = RetentionScheduler(sessions, make_settings(database_url))
+    for holder in (monitor.holder, scheduler.holder):
+        assert len(holder) <= HOLDER_MAX and holder.startswith("dupify-api-x")
+    assert monitor.holder != scheduler.holder
+    assert monitor.run_once(utcnow()) == 0
+    assert asyncio.run(scheduler.run_if_due()) is not None

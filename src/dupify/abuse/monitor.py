@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.accounts.models import Account
 from dupify.config import AbuseSettings
-from dupify.db import new_id, transaction, utcnow
+from dupify.db import transaction, utcnow
 from dupify.jobs import lease
 from dupify.keys.models import AbuseFlag
 from dupify.usage.models import RequestLog
@@ -131,7 +129,7 @@ class AbuseMonitor:
     def __init__(self, sessions: sessionmaker[Session], settings: AbuseSettings) -> None:
         self.sessions = sessions
         self.settings = settings
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id('abuse')}"
+        self.holder = lease.holder_name()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 

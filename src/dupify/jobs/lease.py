@@ -7,14 +7,27 @@ PostgreSQL alike, without advisory locks or a second service.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, or_, update
+from sqlalchemy import CursorResult, String, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dupify.jobs.models import JobLease
+
+# The holder column's length: a longer name fails the lease on PostgreSQL (value too long).
+HOLDER_MAX: int = cast(String, JobLease.__table__.c.holder.type).length or 80
+
+
+def holder_name() -> str:
+    """A name for this process's job runner, unique and within the holder column: the host name
+    (cut to fit: container hosts can be 63 characters), the process id and a random tag."""
+    suffix = f":{os.getpid()}:{secrets.token_hex(4)}"
+    return socket.gethostname()[: HOLDER_MAX - len(suffix)] + suffix
 
 
 def try_acquire(

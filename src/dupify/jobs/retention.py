@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dupify.accounts.models import Account, OneTimeToken, WebSession
 from dupify.audit.models import AuditEvent
 from dupify.config import Settings
-from dupify.db import new_id, transaction, utcnow
+from dupify.db import transaction, utcnow
 from dupify.jobs import lease
 from dupify.keys.models import AbuseFlag
 from dupify.mail.models import OutboxMessage
@@ -149,7 +147,7 @@ class RetentionScheduler:
         self._sessions = sessions
         self._settings = settings
         self._cache = cache
-        self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{new_id('run')[-8:]}"
+        self.holder = lease.holder_name()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
