@@ -31,6 +31,9 @@ DECODE_FAILURES = frozenset(
         "unsupported_media_type",
     }
 )
+# A client may send any token as its method; each distinct label value is a series kept forever,
+# so anything else is counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -74,7 +77,8 @@ class Metrics:
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "(no route)"
-        method = str(scope.get("method", "?"))
+        method = scope.get("method")
+        method = method if method in KNOWN_METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
         state = scope.get("state", {})

@@ -47,6 +47,10 @@ async def test_metrics_count_requests_images_decode_failures_and_batches(
     async with api_factory(metrics_token=TOKEN) as api:
         key = api.new_key()
         auth = {"Authorization": f"Bearer {key}"}
+        # The model registry is shared by the test session: its counters start where others left.
+        model = (("model", "dupify-visual-1"),)
+        before = await api.client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        images_before = _samples(before.text).get(("dupify_model_images_total", model), 0.0)
         for _ in range(2):
             ok = await api.client.post(
                 "/v1/embeddings",
@@ -77,9 +81,8 @@ async def test_metrics_count_requests_images_decode_failures_and_batches(
         assert samples[("dupify_result_cache_lookups_total", (("result", "miss"),))] == 1
         assert samples[("dupify_result_cache_lookups_total", (("result", "hit"),))] == 1
         assert samples[("dupify_decode_failures_total", (("code", "invalid_image"),))] == 1
-        model = (("model", "dupify-visual-1"),)
-        # The registry is shared by the test session: at least this test's two images.
-        assert samples[("dupify_model_images_total", model)] >= 2
+        # One image reached the model: the second request was a cache hit, the third undecodable.
+        assert samples[("dupify_model_images_total", model)] == images_before + 1
         assert samples[("dupify_model_batch_size_count", model)] >= 1
         assert ("dupify_model_queue_depth", model) in samples
 
@@ -87,3 +90,20 @@ async def test_metrics_count_requests_images_decode_failures_and_batches(
         assert label_names <= {"method", "route", "status", "code", "result", "model", "le"}
         assert key not in response.text
         assert "acct_" not in response.text and "key_" not in response.text
+
+
+async def test_a_made_up_method_is_counted_as_other_not_as_a_new_label(
+    api_factory: Callable[..., Any],
+) -> None:
+    """Labels come from a fixed set: a client cannot add series (memory, forever) at will."""
+    async with api_factory(metrics_token=TOKEN) as api:
+        for n in range(3):
+            await api.client.request(f"PROBE{n}", "/v1/models")
+        response = await api.client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert "PROBE" not in response.text
+    methods = {
+        dict(labels)["method"]
+        for name, labels in _samples(response.text)
+        if name == "dupify_http_requests_total"
+    }
+    assert "other" in methods and methods <= {"GET", "HEAD", "POST", "other"}
