@@ -250,11 +250,11 @@ async def cached_results(
     """The per-image cache step of an image route: one result per image, in order, and X-Cache.
 
     Looks every image up (keyed by `request.state.account_id`, the bytes, `model_version` and
-    `params`); calls `compute(indices)` only for the misses, which returns their results in the
-    same order (decoding and inference happen there, so a hit skips both); stores the `bytes`
-    ones (anything else, e.g. a per-image error, is passed through and never cached: a decode
-    timeout may not recur); and records `request.state.cached_images`. A batch with hits and
-    misses is `partial`.
+    `params`); calls `compute(indices)` only for the misses, once per distinct image (a batch
+    may repeat one), which returns their results in the same order (decoding and inference
+    happen there, so a hit skips both); stores the `bytes` ones (anything else, e.g. a per-image
+    error, is passed through and never cached: a decode timeout may not recur); and records
+    `request.state.cached_images`. A batch with hits and misses is `partial`.
     """
     account_id: str = request.state.account_id
     keys = await cache_keys(secret, account_id, images, model_version, params)
@@ -262,18 +262,16 @@ async def cached_results(
     missing = [index for index, value in enumerate(found) if value is None]
     results: list[bytes | ResultT | None] = list(found)
     if missing:
-        computed = await compute(missing)
-        if len(computed) != len(missing):
-            raise ValueError("compute() must return one result per missing image")
-        for index, value in zip(missing, computed, strict=True):
-            results[index] = value
-        await cache.set_many(
-            {
-                keys[index]: value
-                for index, value in zip(missing, computed, strict=True)
-                if isinstance(value, bytes)
-            }
-        )
+        first_of: dict[str, int] = {}  # each missing key -> the first image with it
+        for index in missing:
+            first_of.setdefault(keys[index], index)
+        computed = await compute(list(first_of.values()))
+        if len(computed) != len(first_of):
+            raise ValueError("compute() must return one result per index it is given")
+        by_key = dict(zip(first_of, computed, strict=True))
+        for index in missing:
+            results[index] = by_key[keys[index]]
+        await cache.set_many({k: value for k, value in by_key.items() if isinstance(value, bytes)})
     hits = len(images) - len(missing)
     complete = [b"" if value is None else value for value in results]
     return complete, record_cache_use(request, hits, len(images))
