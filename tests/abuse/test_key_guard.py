@@ -56,3 +56,18 @@ async def test_the_suspect_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) ->
         await guard.count_invalid_key(limiter, f"198.51.100.{n}")
     assert len(guard._suspects) <= 3
     assert "198.51.100.9" in guard._suspects  # the newest are kept
+
+
+async def test_expired_suspects_are_forgotten_as_new_ones_arrive() -> None:
+    clock = Clock()
+    limiter = Limiter(b"k" * 32)
+    guard = KeyGuessingGuard(SETTINGS, clock=clock)  # a 60 s window
+    for n in range(5):
+        await guard.count_invalid_key(limiter, f"198.51.100.{n}")
+    clock.now += 30
+    await guard.count_invalid_key(limiter, "198.51.100.0")  # a repeat: its window starts again
+    clock.now += 29
+    await guard.count_invalid_key(limiter, "198.51.100.77")
+    clock.now += 2  # past the first five's window, within the repeat's
+    await guard.count_invalid_key(limiter, "198.51.100.78")
+    assert list(guard._suspects) == ["198.51.100.0", "198.51.100.77", "198.51.100.78"]
