@@ -339,7 +339,9 @@ class SmtpTransport:
                     # Unforeseen, and the connection's state is unknown: retry the rest (bounded
                     # by max_attempts) rather than raise, which would lose the outcomes of the
                     # messages already sent in this batch and send them again after the lease.
-                    log.exception("outbox: unexpected error sending %s", message.id)
+                    # The type only: the error's text may name the recipient, and a log line
+                    # cannot be taken back when the account is deleted (last_error can).
+                    log.error("outbox: unexpected %s sending %s", type(exc).__name__, message.id)
                     error = _describe(exc)
                     outcomes.extend(Outcome(Result.retry, error) for _ in messages[index:])
                     break
