@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from account_data import Person, populate
 from cache_backends import BACKENDS, backend_overrides, redis_contents
-from sqlalchemy import String, Text, func, select
+from sqlalchemy import String, Text, func, or_, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
@@ -48,6 +48,32 @@ def _strings_in_every_table(api: Api) -> list[str]:
             for row in connection.execute(select(*columns)):
                 values.extend(value for value in row if isinstance(value, str))
     return values
+
+
+def _tables_without_a_row_about(api: Api, person: Person) -> list[str]:
+    """The tables with a column that can name an account or a key (by name or foreign key) that
+    hold no row naming this person's account or keys."""
+    ids = [person.id, *person.key_ids]
+    missing = []
+    with api.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            columns = [
+                column
+                for column in table.columns
+                if column.name.endswith("account_id")
+                or column.name == "key_id"
+                or any(
+                    fk.column.table.name in ("accounts", "api_keys") for fk in column.foreign_keys
+                )
+            ]
+            if not columns:
+                continue
+            found = connection.execute(
+                select(func.count()).select_from(table).where(or_(*(c.in_(ids) for c in columns)))
+            ).scalar()
+            if not found:
+                missing.append(table.name)
+    return missing
 
 
 def _files_holding(database_url: str, needles: list[str]) -> dict[str, list[str]]:
@@ -120,6 +146,9 @@ async def _delete_and_search(
         }
     assert (before[doomed.id] or 0) >= 2 and (before[kept.id] or 0) >= 2
     assert doomed.email in _strings_in_every_table(api)
+    # The search below proves a table clean only if the test data put a row about the account
+    # in it: so every table that can name an account or a key must hold one now.
+    assert _tables_without_a_row_about(api, doomed) == []
 
     report = await lifecycle.delete_account_in_runtime(runtime, doomed.id, initiated_by="self")
     assert report.rows_removed["accounts"] == 1 and report.rows_removed["api_keys"] == 2
