@@ -98,6 +98,18 @@ def _compare_with_database(session: Any, export: dict[str, Any], person: Person)
     owned_tables = [t for t in Base.metadata.sorted_tables if "account_id" in t.columns]
     # A new table that can hold an account's rows must be added to the export.
     assert sorted(t.name for t in owned_tables) == sorted(section_of)
+    # The export finds rows by account: a table naming only a key would be missed.
+    key_only = [
+        table.name
+        for table in Base.metadata.sorted_tables
+        if "account_id" not in table.columns
+        and any(
+            column.name == "key_id"
+            or any(fk.column.table.name == "api_keys" for fk in column.foreign_keys)
+            for column in table.columns
+        )
+    ]
+    assert key_only == []
     accounts = Base.metadata.tables["accounts"]
     row = session.execute(select(accounts).where(accounts.c.id == person.id)).one()._mapping
     for column in accounts.columns:
