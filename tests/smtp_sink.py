@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ class SmtpSink:
     port: int
     login: tuple[str, str] | None = None
     refuse: frozenset[str] = frozenset()  # recipients answered "550 no such mailbox"
+    data_delay_s: float = 0.0  # a slow server: each message's DATA is answered this much later
     received: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,6 +52,8 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_delay_s:
+            await asyncio.sleep(self.data_delay_s)
         parsed = email.message_from_bytes(envelope.content)
         with self._lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), parsed))

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from conftest import make_settings
 from dupify.config import Environment, MailSettings
-from dupify.db import transaction
+from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.delivery import (
     MailSender,
     Outcome,
@@ -278,3 +278,30 @@ def test_a_message_never_given_an_outcome_is_failed_after_max_attempts(
     given_up = row(sessions, message_id)
     assert (given_up.state, given_up.attempts) == ("failed", 2)
     assert "no outcome recorded" in (given_up.last_error or "")
+
+
+async def test_a_slow_server_does_not_make_two_senders_send_a_message_twice(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """A batch outlasting its claim lease would be claimed again by another sender while the
+    first is still sending it; a sender starts no message after half the lease instead."""
+    mail = MailSettings(**{**FAST, "claim_lease_s": 1.0, "batch_size": 10, "retry_base_s": 0.05})
+    addresses = [f"slow{n}@example.com" for n in range(8)]
+    with running_sink(SmtpSink(free_port(), data_delay_s=0.2)) as sink:
+        settings = make_settings(database_url, smtp_url=sink.url, mail=mail)
+        ids = [queue(sessions, to=address) for address in addresses]
+        engines = [create_db_engine(database_url) for _ in range(2)]
+        senders = [MailSender(session_factory(engine), settings) for engine in engines]
+        try:
+            for sender in senders:
+                await sender.start()
+            await wait_for(
+                lambda: all(row(sessions, message_id).state == "sent" for message_id in ids),
+                "every message is sent",
+            )
+        finally:
+            for sender in senders:
+                await sender.stop()
+            for engine in engines:
+                engine.dispose()
+        assert sorted(r for item in sink.received for r in item.recipients) == addresses

@@ -306,6 +306,11 @@ class SmtpTransport:
 
     async def send(self, messages: Sequence[ClaimedMessage]) -> list[Outcome]:
         outcomes: list[Outcome] = []
+        # The batch was claimed for `claim_lease_s`; after that another sender may claim what is
+        # left and send it too. So no message is started after half the lease: one message
+        # (a few commands of at most `timeout_s` each) fits in the other half.
+        loop = asyncio.get_running_loop()
+        stop_starting_at = loop.time() + self.settings.claim_lease_s / 2
         client = aiosmtplib.SMTP(
             hostname=self.target.hostname,
             port=self.target.port,
@@ -321,6 +326,10 @@ class SmtpTransport:
             return [Outcome(Result.retry, _describe(exc)) for _ in messages]
         try:
             for index, message in enumerate(messages):
+                if loop.time() >= stop_starting_at:
+                    late = "not sent before half the claim lease ran out; a later round sends it"
+                    outcomes.extend(Outcome(Result.retry, late) for _ in messages[index:])
+                    break
                 try:
                     email = self.build(message)
                 except (ValueError, TypeError) as exc:  # an address the email package rejects
