@@ -152,6 +152,10 @@ class RedisKv:
         delay = self._settings.probe_interval_s
         while not self._closed:
             await asyncio.sleep(delay)
+            # Idle pooled connections may lead to a Redis that has since restarted: each would
+            # fail once on its next use and mark Redis down again. Close them; calls reconnect.
+            with contextlib.suppress(Exception):
+                await self.client.connection_pool.disconnect(inuse_connections=False)
             try:
                 await asyncio.wait_for(self.client.ping(), self._settings.timeout_s * 2)
             except asyncio.CancelledError:

@@ -265,8 +265,15 @@ class Limiter:
         )
 
     async def forget(self, bucket: str, identity: str) -> None:
-        """Remove one identity's counter in `bucket` (e.g. after a successful login)."""
-        await self._delete_names([self._rate_name(bucket, identity)])
+        """Remove one identity's counter in `bucket` (e.g. after a successful login).
+
+        Best effort: with Redis down the shared counter stays until its window ends, and the
+        caller (a sign-in that succeeded) goes on; `forget_account` instead raises, to retry.
+        """
+        try:
+            await self._delete_names([self._rate_name(bucket, identity)])
+        except KvUnavailable:
+            log.info("redis down: a %s counter is left to expire with its window", bucket)
 
     async def forget_keys(self, key_ids: Iterable[str]) -> None:
         """Remove the per-key request counters of these API keys (account deletion)."""

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import Api
 from dupify.config import RedisSettings
-from dupify.kv import RedisKv
+from dupify.kv import KvUnavailable, RedisKv
+from dupify.ratelimit import Limiter
 from kv_fixtures import RedisServer
 from samples import noise_png
 
@@ -121,6 +122,9 @@ async def test_redis_stopped_and_restarted_while_requests_flow(
         assert "redis unavailable" in caplog.text
         assert "redis reachable again" in caplog.text
         assert (await readiness(api))["cache"] == "ok"
+        # One outage, one warning: connections to the old server must not fail again after.
+        assert await cache_states(api, key, noise_png(32, 32, seed=4)) == ["miss", "hit"]
+        assert caplog.text.count("redis unavailable") == 1, caplog.text
         assert await cache_states(api, key, noise_png(32, 32, seed=2)) == ["miss", "hit"]
 
 
@@ -192,5 +196,56 @@ async def test_redis_comes_back_even_if_a_recovery_hook_fails_once(
             assert time.monotonic() < deadline, f"redis never marked up ({recoveries} recoveries)"
             await asyncio.sleep(0.05)
         assert await kv.check()
+    finally:
+        await kv.close()
+
+
+async def test_forgetting_a_throttle_counter_survives_redis_being_down(
+    redis_server: RedisServer,
+) -> None:
+    """A successful sign-in clears its counter; with Redis down that must not fail the sign-in,
+    while account deletion still learns that Redis kept the account's counters (to retry)."""
+    kv = RedisKv(redis_server.url, RedisSettings(timeout_s=0.2))
+    limiter = Limiter(b"fault-secret-" + b"f" * 24, kv)
+    try:
+        assert (await limiter.hit("login", "a@example.com|10.0.0.1", 5, 60)).remaining == 4
+        redis_server.stop()
+        assert (await limiter.hit("login", "a@example.com|10.0.0.1", 5, 60)).remaining == 4
+        await limiter.forget("login", "a@example.com|10.0.0.1")
+        assert (await limiter.hit("login", "a@example.com|10.0.0.1", 5, 60)).remaining == 4
+        with pytest.raises(KvUnavailable):
+            await limiter.forget_account("acct_gone", ["key_gone"])
+    finally:
+        await kv.close()
+
+
+async def test_no_second_outage_from_connections_to_a_restarted_redis(
+    redis_server: RedisServer,
+) -> None:
+    kv = RedisKv(
+        redis_server.url,
+        RedisSettings(timeout_s=0.2, probe_interval_s=0.05, probe_max_interval_s=0.1),
+    )
+
+    async def write_many() -> list[object]:
+        return await asyncio.gather(
+            *(
+                kv.call(lambda client: client.set("dupify:probe-test", 1, px=1000))
+                for _ in range(16)
+            ),
+            return_exceptions=True,
+        )
+
+    try:
+        assert await write_many() == [True] * 16  # the pool now holds 16 idle connections
+        redis_server.stop()
+        assert not await kv.check()
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        while not kv.available:
+            assert time.monotonic() < deadline, "redis never marked up"
+            await asyncio.sleep(0.05)
+        assert await write_many() == [True] * 16
+        assert kv.available
     finally:
         await kv.close()
