@@ -305,3 +305,17 @@ async def test_a_slow_server_does_not_make_two_senders_send_a_message_twice(
             for engine in engines:
                 engine.dispose()
         assert sorted(r for item in sink.received for r in item.recipients) == addresses
+
+
+def test_a_deferred_message_is_due_at_once_and_its_attempt_not_counted(
+    sessions: sessionmaker[Session],
+) -> None:
+    mail = MailSettings(max_attempts=1)
+    message_id = queue(sessions)
+    now = row(sessions, message_id).created_at + timedelta(seconds=1)
+    [claimed] = claim_due(sessions, mail, now)
+    record_outcomes(sessions, mail, [(claimed, Outcome(Result.deferred))], now)
+    deferred = row(sessions, message_id)
+    assert (deferred.state, deferred.attempts, deferred.next_attempt_at) == ("pending", 0, now)
+    [again] = claim_due(sessions, mail, now)  # its one attempt is still to come
+    assert again.attempts == 1

@@ -89,6 +89,7 @@ class Result(StrEnum):
     sent = "sent"
     retry = "retry"  # a temporary failure: try again after the back-off
     failed = "failed"  # permanent: the server refused it, or no way to send at all
+    deferred = "deferred"  # not tried (no time left in the claim): due again, no attempt counted
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ def record_outcomes(
             values: dict[str, object]
             if outcome.result is Result.sent:
                 values = {"state": "sent", "sent_at": now, "last_error": None}
+            elif outcome.result is Result.deferred:
+                values = {"attempts": message.attempts - 1, "next_attempt_at": now}
             elif outcome.result is Result.retry and message.attempts < settings.max_attempts:
                 values = {
                     "next_attempt_at": now + retry_delay(message.attempts, settings),
@@ -327,8 +330,7 @@ class SmtpTransport:
         try:
             for index, message in enumerate(messages):
                 if loop.time() >= stop_starting_at:
-                    late = "not sent before half the claim lease ran out; a later round sends it"
-                    outcomes.extend(Outcome(Result.retry, late) for _ in messages[index:])
+                    outcomes.extend(Outcome(Result.deferred) for _ in messages[index:])
                     break
                 try:
                     email = self.build(message)
@@ -421,7 +423,8 @@ class MailSender:
         retrying = sum(
             1
             for message, outcome in pairs
-            if outcome.result is Result.retry and message.attempts < self.settings.max_attempts
+            if outcome.result is Result.deferred
+            or (outcome.result is Result.retry and message.attempts < self.settings.max_attempts)
         )
         sent = sum(1 for _, outcome in pairs if outcome.result is Result.sent)
         report = DeliveryReport(sent=sent, retrying=retrying, failed=len(pairs) - sent - retrying)
