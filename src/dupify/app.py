@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from dupify import __version__
 from dupify.abuse.guard import KeyGuessingGuard
 from dupify.api.analysis import router as analysis_router
+from dupify.api.docs import install_docs
 from dupify.api.routes import router as api_router
 from dupify.api.usage import router as usage_router
 from dupify.backends import open_backends
@@ -92,8 +93,11 @@ def create_app(
         version=__version__,
         summary="Image embeddings and analysis, with a privacy policy kept by code.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(api_router)
     app.include_router(analysis_router)
     app.include_router(usage_router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,19 @@ async def test_openapi_documents_every_route_and_its_errors(api: Api) -> None:
     )
     for code in ("invalid_image", "image_decode_timeout", "too_many_images", "overloaded"):
         assert code in descriptions
-    assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_the_api_reference_page_loads_nothing_from_another_site(api: Api) -> None:
+    # The policy promises no third-party script: /docs is Swagger UI from our own files.
+    page = await api.client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    urls = re.findall(r"""(?:url|openapi_url)\s*[:=]\s*["']([^"']+)["']""", page.text)
+    assert sources and all(link.startswith("/") for link in sources + urls), sources + urls
+    assert "http://" not in page.text and "https://" not in page.text
+    for link in sources:
+        assert (await api.client.get(link)).status_code == 200, link
+    assert (await api.client.get("/redoc")).status_code == 404
 
 
 async def test_an_unexpected_error_is_a_500_that_leaks_nothing(
