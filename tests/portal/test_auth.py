@@ -23,8 +23,10 @@ from conftest import TEST_SECRET, Api
 from dupify.accounts.models import Account, OneTimeToken, WebSession
 from dupify.audit.models import AuditEvent
 from dupify.db import utcnow
+from dupify.mail.models import OutboxMessage
 from dupify.portal.passwords import HASHER
 from dupify.portal.sessions import session_id_for
+from dupify.portal.throttle import EMAIL_REQUESTS_PER_WINDOW
 
 
 def _client(api: Api) -> httpx.AsyncClient:
@@ -213,6 +215,49 @@ async def test_brute_force_sign_in_gets_locked_out(api: Api) -> None:
             attacker, "/login", "/login", {"email": member.email, "password": PASSWORD}
         )
         assert locked.status_code == 429 and "Too many sign-in attempts" in locked.text
+
+
+def _signup_notices(api: Api, email: str) -> int:
+    with Session(api.engine) as db:
+        count = db.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.to_address == email,
+                OutboxMessage.subject.startswith("Someone tried to sign up"),
+            )
+        )
+    return int(count or 0)
+
+
+async def _try_signup(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    fields = {"email": email, "name": "Mallory", "password": PASSWORD, "age_confirmed": "yes"}
+    return await post_form(client, "/signup", "/signup", fields)
+
+
+async def test_repeated_signups_with_a_taken_address_mail_its_holder_once_then_are_refused(
+    api: Api,
+) -> None:
+    member = await signed_in_member(api)  # its own sign-up counts against the address too
+    async with member, _client(api) as attacker:
+        allowed = EMAIL_REQUESTS_PER_WINDOW - 1
+        statuses = [(await _try_signup(attacker, member.email)).status_code for _ in range(7)]
+        assert statuses == [303] * allowed + [429] * (7 - allowed)
+        refused = await _try_signup(attacker, member.email.upper())
+        assert refused.status_code == 429 and "Too many sign-up attempts" in refused.text
+    assert _signup_notices(api, member.email) == 1
+
+
+async def test_signups_from_one_client_address_are_throttled(
+    api_factory: Callable[..., Any],
+) -> None:
+    async with api_factory(portal={"login_attempts_per_address": 3}) as running:
+        async with _client(running) as client:
+            emails = [f"new-{index}@example.com" for index in range(4)]
+            statuses = [(await _try_signup(client, email)).status_code for email in emails]
+        assert statuses == [303, 303, 303, 429]
+        with Session(running.engine) as db:
+            assert db.scalar(select(Account).where(Account.email == emails[3])) is None
 
 
 def test_password_hash_parameters_meet_owasp() -> None:

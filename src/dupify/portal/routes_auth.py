@@ -23,7 +23,13 @@ from dupify.portal.passwords import (
 )
 from dupify.portal.privacy import policy_facts
 from dupify.portal.sessions import end_all_sessions
-from dupify.portal.throttle import login_allowed, login_succeeded, reset_allowed
+from dupify.portal.throttle import (
+    login_allowed,
+    login_succeeded,
+    reset_allowed,
+    signup_allowed,
+    signup_notice_due,
+)
 from dupify.portal.tokens import find_token, issue_token, revoke_tokens, use_token
 
 router = APIRouter(include_in_schema=False)
@@ -68,23 +74,42 @@ def _signup_errors(v: Visitor) -> tuple[dict[str, str], str]:
 
 
 @router.post("/signup")
-def signup(v: Visitor = Depends(visitor)) -> Response:
+async def signup(v: Visitor = Depends(visitor)) -> Response:
     errors, email = _signup_errors(v)
     values = {"email": v.field("email"), "name": v.field("name")}
     values["age_confirmed"] = v.form.get("age_confirmed", "")
     if errors:
         return v.render("signup.html", status=400, errors=errors, values=values)
+    if not await signup_allowed(v.runtime, email, v.client_address):
+        message = "Too many sign-up attempts. Wait a few minutes and try again."
+        return v.render("signup.html", status=429, errors={"email": message}, values=values)
+    existing_id = await asyncio.to_thread(_register, v, email)
+    # Once per address per window, so repeated sign-ups cannot flood the holder's inbox.
+    if existing_id is not None and await signup_notice_due(v.runtime, email):
+        await asyncio.to_thread(_send_signup_attempt_notice, v, existing_id)
+    # The same answer whether or not the address was taken, so the form reveals no one's address.
+    return v.redirect("/login", notice="signed_up")
+
+
+def _register(v: Visitor, email: str) -> str | None:
+    """Create the account and mail its confirmation link; if the address is taken, create
+    nothing and return that account's id."""
     password_hash = hash_password(v.form["password"])
     with v.db() as db:
         existing = find_by_email(db, email)
         if existing is not None:
-            # The same answer as a new sign-up, so the form reveals no one's address.
-            mails.send_signup_attempt_notice(db, existing, v.link("/login"))
-        else:
-            account = create_account(db, email=email, name=v.field("name"))
-            account.password_hash = password_hash
-            _send_verification(v, db, account)
-    return v.redirect("/login", notice="signed_up")
+            return existing.id
+        account = create_account(db, email=email, name=v.field("name"))
+        account.password_hash = password_hash
+        _send_verification(v, db, account)
+        return None
+
+
+def _send_signup_attempt_notice(v: Visitor, account_id: str) -> None:
+    with v.db() as db:
+        account = db.get(Account, account_id)
+        if account is not None:
+            mails.send_signup_attempt_notice(db, account, v.link("/login"))
 
 
 def _send_verification(v: Visitor, db: Session, account: Account) -> None:
