@@ -102,11 +102,12 @@ async def test_an_entry_older_than_the_ttl_is_gone(
     api_factory: Callable[..., Any], cache_backend: dict[str, Any]
 ) -> None:
     photo = noise_png(40, 40, seed=5)
-    async with api_factory(**cache_backend, cache={"ttl": 0.5}) as api:
+    # A TTL long enough that the second request lands inside it even on a loaded machine.
+    async with api_factory(**cache_backend, cache={"ttl": 1.5}) as api:
         key = api.new_key()
         assert (await embed(api, key, [photo])).headers["X-Cache"] == "miss"
         assert (await embed(api, key, [photo])).headers["X-Cache"] == "hit"
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(1.8)
         assert (await embed(api, key, [photo])).headers["X-Cache"] == "miss"
 
 
