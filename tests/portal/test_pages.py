@@ -277,6 +277,35 @@ async def test_password_change_ends_the_other_sessions(api: Api) -> None:
             assert db.scalar(count.where(WebSession.account_id == first.account_id)) == 1
 
 
+async def test_account_page_password_checks_are_throttled_per_account(api: Api) -> None:
+    """With a stolen session the current password cannot be guessed without limit: the email,
+    password and delete forms share one count per account; a right password clears it."""
+    attempts = api.settings.portal.login_attempts
+    forms = [
+        ("/account/email", {"new_email": "moved@example.com"}, "email_password"),
+        ("/account/password", {"new_password": "another long password"}, "current_password"),
+        ("/account/delete", {"confirm_delete": "yes"}, "delete_password"),
+    ]
+
+    async def check(member: Member, form: int, password: str) -> int:
+        action, data, field = forms[form % len(forms)]
+        response = await post_form(member.client, "/account", action, {**data, field: password})
+        if response.status_code == 429:
+            assert "Too many password attempts for this account" in response.text
+        return response.status_code
+
+    async with await signed_in_member(api) as victim, await signed_in_member(api) as other:
+        wrong = [await check(victim, form, f"guess {form}") for form in range(attempts - 1)]
+        assert wrong == [400] * (attempts - 1)
+        assert await check(victim, 0, PASSWORD) == 303  # a right password clears the count
+        wrong = [await check(victim, form, f"guess {form}") for form in range(attempts)]
+        assert wrong == [400] * attempts
+        assert [await check(victim, form, PASSWORD) for form in range(3)] == [429] * 3
+        assert await check(other, 0, PASSWORD) == 303  # another account is not locked out
+    with Session(api.engine) as db:
+        assert db.get(Account, victim.account_id) is not None
+
+
 async def test_export_holds_the_account_its_keys_and_requests(api: Api) -> None:
     async with await signed_in_member(api) as member:
         secret, key_id = await create_key_via_page(api, member)

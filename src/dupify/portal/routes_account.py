@@ -26,10 +26,15 @@ from dupify.portal.passwords import (
 )
 from dupify.portal.routes_auth import NAME_MAX
 from dupify.portal.sessions import end_all_sessions
+from dupify.portal.throttle import password_check_allowed, password_check_succeeded
 from dupify.portal.tokens import issue_token, revoke_tokens
 
 router = APIRouter(include_in_schema=False)
 NOT_CURRENT_MESSAGE = "That is not your current password."
+TOO_MANY_CHECKS_MESSAGE = (
+    "Too many password attempts for this account. Wait a few minutes, or sign out and reset "
+    "your password."
+)
 
 
 def _page(
@@ -51,6 +56,26 @@ def _current(v: Visitor, db: Session) -> Account:
     return account
 
 
+async def _password_refusal(
+    v: Visitor, field: str, values: dict[str, str] | None = None
+) -> Response | None:
+    """None when the form's `field` holds the account's current password; otherwise the page
+    that says why not (429 once this account's checks in the window are used up)."""
+    assert v.account is not None
+    account_id = v.account.id
+    if not await password_check_allowed(v.runtime, account_id, v.client_address):
+        return _page(v, status=429, errors={field: TOO_MANY_CHECKS_MESSAGE}, values=values)
+
+    def matches() -> bool:
+        with v.db() as db:
+            return verify_password(_current(v, db).password_hash, v.form.get(field, ""))
+
+    if not await asyncio.to_thread(matches):
+        return _page(v, status=400, errors={field: NOT_CURRENT_MESSAGE}, values=values)
+    await password_check_succeeded(v.runtime, account_id)
+    return None
+
+
 @router.get("/account")
 def account_page(v: Visitor = Depends(member)) -> Response:
     return _page(v)
@@ -68,7 +93,7 @@ def save_profile(v: Visitor = Depends(member)) -> Response:
 
 
 @router.post("/account/email")
-def change_email(v: Visitor = Depends(member)) -> Response:
+async def change_email(v: Visitor = Depends(member)) -> Response:
     """Sends a link to the new address; the account keeps the old one until it is opened."""
     values = {"new_email": v.field("new_email")}
     try:
@@ -77,16 +102,24 @@ def change_email(v: Visitor = Depends(member)) -> Response:
         return _page(
             v, status=400, errors={"new_email": "Enter a valid email address."}, values=values
         )
+    refusal = await _password_refusal(v, "email_password", values)
+    if refusal is not None:
+        return refusal
+    if not await asyncio.to_thread(_send_email_change, v, new_email):
+        return _page(
+            v, status=400, errors={"new_email": "That is already your address."}, values=values
+        )
+    # The same answer when the address is taken, so the form tells no one who has an account.
+    return v.redirect("/account", notice="email_change_sent")
+
+
+def _send_email_change(v: Visitor, new_email: str) -> bool:
+    """Mail a confirmation link to `new_email` unless another account has it; False when it is
+    already this account's address."""
     with v.db() as db:
         account = _current(v, db)
-        if not verify_password(account.password_hash, v.form.get("email_password", "")):
-            return _page(
-                v, status=400, errors={"email_password": NOT_CURRENT_MESSAGE}, values=values
-            )
         if new_email == account.email:
-            return _page(
-                v, status=400, errors={"new_email": "That is already your address."}, values=values
-            )
+            return False
         if find_by_email(db, new_email) is None:
             token = issue_token(
                 db,
@@ -98,17 +131,21 @@ def change_email(v: Visitor = Depends(member)) -> Response:
                 new_email=new_email,
             )
             mails.send_email_change(db, account, new_email, v.link(f"/verify-email/{token}"))
-    # The same answer when the address is taken, so the form tells no one who has an account.
-    return v.redirect("/account", notice="email_change_sent")
+        return True
 
 
 @router.post("/account/password")
-def change_password(v: Visitor = Depends(member)) -> Response:
+async def change_password(v: Visitor = Depends(member)) -> Response:
+    refusal = await _password_refusal(v, "current_password")
+    if refusal is not None:
+        return refusal
+    return await asyncio.to_thread(_set_new_password, v)
+
+
+def _set_new_password(v: Visitor) -> Response:
     new_password = v.form.get("new_password", "")
     with v.db() as db:
         account = _current(v, db)
-        if not verify_password(account.password_hash, v.form.get("current_password", "")):
-            return _page(v, status=400, errors={"current_password": NOT_CURRENT_MESSAGE})
         try:
             check_new_password(new_password, email=account.email)
         except PasswordRuleError as exc:
@@ -170,18 +207,12 @@ async def delete_own_account(v: Visitor = Depends(member)) -> Response:
     """Deletes the account, its keys (refused from the next request), sessions, logs and cache."""
     assert v.account is not None
     account_id = v.account.id
-    errors: dict[str, str] = {}
     if v.form.get("confirm_delete") != "yes":
-        errors["confirm_delete"] = "Tick the box to confirm that the deletion is permanent."
-
-    def password_matches() -> bool:
-        with v.db() as db:
-            return verify_password(_current(v, db).password_hash, v.form.get("delete_password", ""))
-
-    if not await asyncio.to_thread(password_matches):
-        errors["delete_password"] = NOT_CURRENT_MESSAGE
-    if errors:
-        return _page(v, status=400, errors=errors)
+        message = "Tick the box to confirm that the deletion is permanent."
+        return _page(v, status=400, errors={"confirm_delete": message})
+    refusal = await _password_refusal(v, "delete_password")
+    if refusal is not None:
+        return refusal
     try:
         await delete_account_in_runtime(v.runtime, account_id, initiated_by="self")
     except AccountNotFound as exc:

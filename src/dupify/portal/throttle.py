@@ -1,8 +1,9 @@
 """Throttles on the portal's costly or guessable forms: sign-in, reset, sign-up, password checks.
 
 Counted with the shared limiter (Redis when configured, so every worker sees the same counts).
-A successful sign-in clears its email+address counter; failures within the window lock that
-pair out until the window ends, and a per-address ceiling stops one client spraying many emails.
+A successful sign-in (or account-page password check) clears its counter; failures within the
+window lock it out until the window ends, and a per-address ceiling stops one client spraying
+many emails or accounts.
 """
 
 from __future__ import annotations
@@ -51,3 +52,14 @@ async def signup_notice_due(runtime: Runtime, email: str) -> bool:
     repeated sign-ups with someone's address cannot flood their inbox."""
     notice = await runtime.limiter.hit("signup-notice", email, 1, _window_s(runtime))
     return notice.allowed
+
+
+async def password_check_allowed(runtime: Runtime, account_id: str, address: str) -> bool:
+    """The account page's current-password checks (new email, new password, deletion), counted
+    per account, so a stolen session cannot guess the password without limit."""
+    limit = runtime.settings.portal.login_attempts
+    return await _allowed(runtime, "account-password", account_id, limit, address)
+
+
+async def password_check_succeeded(runtime: Runtime, account_id: str) -> None:
+    await runtime.limiter.forget("account-password", account_id)
