@@ -77,7 +77,12 @@ class PortalSettings(BaseModel):
     session_idle_timeout: timedelta = timedelta(days=2)
     email_link_lifetime: timedelta = timedelta(hours=24)
     reset_link_lifetime: timedelta = timedelta(hours=1)
-    login_attempts: int = Field(5, gt=0, description="per email and client address per window")
+    login_attempts: int = Field(
+        5,
+        gt=0,
+        description="per window: sign-in tries per email and client address, and the account "
+        "page's password checks per account",
+    )
     login_attempts_per_address: int = Field(50, gt=0, description="per client address per window")
     login_window: timedelta = timedelta(minutes=15)
     contact_email: str = "support@dupifyapp.com"
