@@ -103,3 +103,25 @@ async def test_valid_keys_and_missing_keys_do_not_count_as_guesses(
             missing = await running.client.get("/v1/models")
             assert missing.json()["error"]["code"] == "missing_api_key"
         assert (await running.client.get("/v1/models", headers=auth(key))).status_code == 200
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_is_counted_alone(
+    api_factory: Callable[..., Any],
+) -> None:
+    # Every request comes from the proxy's address; only X-Forwarded-For tells clients apart.
+    # Without it, one client guessing keys would lock every client out.
+    async with api_factory(
+        abuse=AbuseSettings(bad_key_attempts=3), portal={"trust_forwarded_proto": True}
+    ) as running:
+        real_key = running.new_key()
+        guess = real_key[:-6] + ("A" if real_key[-6] != "A" else "B") + real_key[-5:]
+        guesser = {"X-Forwarded-For": "203.0.113.9", **auth(guess)}
+        for _ in range(3):
+            await running.client.get("/v1/models", headers=guesser)
+        assert (await running.client.get("/v1/models", headers=guesser)).status_code == 429
+        # A client's own claim in front of the proxy's entry changes nothing: the last entry
+        # (appended by the proxy) is the address.
+        spoofed = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9", **auth(real_key)}
+        assert (await running.client.get("/v1/models", headers=spoofed)).status_code == 429
+        other = {"X-Forwarded-For": "198.51.100.20", **auth(real_key)}
+        assert (await running.client.get("/v1/models", headers=other)).status_code == 200

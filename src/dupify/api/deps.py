@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 
+from dupify.client_address import client_address
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
@@ -43,7 +44,7 @@ async def authenticate_request(request: Request) -> Principal:
     token = _bearer_token(request)
     runtime = get_runtime(request)
     # The client address only names a throttle counter (in memory, hashed in Redis): never stored.
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request, runtime.settings.portal.trust_forwarded_proto)
     await runtime.key_guard.refuse_if_guessing(runtime.limiter, address)
 
     def lookup() -> Principal | Rejection:

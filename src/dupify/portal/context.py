@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
 from dupify.api.deps import get_runtime
+from dupify.client_address import client_address
 from dupify.db import transaction, utcnow
 from dupify.errors import ApiError
 from dupify.images.inputs import read_capped_body, read_request_body
@@ -102,14 +103,8 @@ class Visitor:
 
     @property
     def client_address(self) -> str:
-        """Who is asking, for the sign-in throttle. Behind a trusted proxy, the address that proxy
-        appended to X-Forwarded-For (the last entry: earlier ones are the client's own claims)."""
-        if self.runtime.settings.portal.trust_forwarded_proto:
-            forwarded = self.request.headers.get("x-forwarded-for", "")
-            last = forwarded.split(",")[-1].strip()
-            if last:
-                return last
-        return self.request.client.host if self.request.client else "unknown"
+        """Who is asking, for the sign-in throttles (see `dupify.client_address`)."""
+        return client_address(self.request, self.runtime.settings.portal.trust_forwarded_proto)
 
     def field(self, name: str, default: str = "") -> str:
         return self.form.get(name, default).strip()
