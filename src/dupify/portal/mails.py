@@ -8,94 +8,85 @@ from dupify.accounts.models import Account
 from dupify.mail.outbox import enqueue
 
 
-def send_verification(db: Session, account: Account, link: str) -> None:
+def _send(
+    db: Session, account: Account, kind: str, subject: str, text: str, to_address: str = ""
+) -> None:
+    """One message to the account holder (or to `to_address`), greeting them by name."""
     enqueue(
         db,
-        kind="verification",
-        to_address=account.email,
+        kind=kind,
+        to_address=to_address or account.email,
         account_id=account.id,
-        subject="Confirm your email address for Dupify",
-        body=(
-            f"Hello {account.name},\n\n"
-            "Confirm your email address for your Dupify account by opening this link "
-            f"(it works once, for 24 hours):\n\n{link}\n\n"
-            "If you did not create an account, ignore this message.\n"
-        ),
+        subject=subject,
+        body=f"Hello {account.name},\n\n{text}",
+    )
+
+
+def send_verification(db: Session, account: Account, link: str) -> None:
+    _send(
+        db,
+        account,
+        "verification",
+        "Confirm your email address for Dupify",
+        "Confirm your email address for your Dupify account by opening this link "
+        f"(it works once, for 24 hours):\n\n{link}\n\n"
+        "If you did not create an account, ignore this message.\n",
     )
 
 
 def send_signup_attempt_notice(db: Session, account: Account, login_link: str) -> None:
     """Sign-up with a taken address: tell its owner, and show the visitor the usual page."""
-    enqueue(
+    _send(
         db,
-        kind="security",
-        to_address=account.email,
-        account_id=account.id,
-        subject="Someone tried to sign up to Dupify with your address",
-        body=(
-            f"Hello {account.name},\n\n"
-            "Someone tried to create a Dupify account with this email address, which already "
-            f"has one. If it was you, sign in here (or reset your password):\n\n{login_link}\n\n"
-            "If it was not you, nothing changed and you can ignore this message.\n"
-        ),
+        account,
+        "security",
+        "Someone tried to sign up to Dupify with your address",
+        "Someone tried to create a Dupify account with this email address, which already "
+        f"has one. If it was you, sign in here (or reset your password):\n\n{login_link}\n\n"
+        "If it was not you, nothing changed and you can ignore this message.\n",
     )
 
 
 def send_password_reset(db: Session, account: Account, link: str) -> None:
-    enqueue(
+    _send(
         db,
-        kind="password_reset",
-        to_address=account.email,
-        account_id=account.id,
-        subject="Reset your Dupify password",
-        body=(
-            f"Hello {account.name},\n\n"
-            "Choose a new password for your Dupify account with this link "
-            f"(it works once, for one hour):\n\n{link}\n\n"
-            "If you did not ask for this, ignore this message: your password is unchanged.\n"
-        ),
+        account,
+        "password_reset",
+        "Reset your Dupify password",
+        "Choose a new password for your Dupify account with this link "
+        f"(it works once, for one hour):\n\n{link}\n\n"
+        "If you did not ask for this, ignore this message: your password is unchanged.\n",
     )
 
 
 def send_email_change(db: Session, account: Account, new_email: str, link: str) -> None:
-    enqueue(
+    _send(
         db,
-        kind="email_change",
+        account,
+        "email_change",
+        "Confirm your new email address for Dupify",
+        "Open this link to make this address the one your Dupify account uses "
+        f"(it works once, for 24 hours):\n\n{link}\n\n"
+        "Until then, the account keeps its current address.\n",
         to_address=new_email,
-        account_id=account.id,
-        subject="Confirm your new email address for Dupify",
-        body=(
-            f"Hello {account.name},\n\n"
-            "Open this link to make this address the one your Dupify account uses "
-            f"(it works once, for 24 hours):\n\n{link}\n\n"
-            "Until then, the account keeps its current address.\n"
-        ),
     )
-    enqueue(
+    _send(
         db,
-        kind="security",
-        to_address=account.email,
-        account_id=account.id,
-        subject="Your Dupify email address is being changed",
-        body=(
-            f"Hello {account.name},\n\n"
-            "Someone signed in to your Dupify account asked to move it to another email address. "
-            "It changes only when the link sent to the new address is opened. If this was not "
-            "you, change your password now.\n"
-        ),
+        account,
+        "security",
+        "Your Dupify email address is being changed",
+        "Someone signed in to your Dupify account asked to move it to another email address. "
+        "It changes only when the link sent to the new address is opened. If this was not "
+        "you, change your password now.\n",
     )
 
 
 def send_password_changed(db: Session, account: Account) -> None:
-    enqueue(
+    _send(
         db,
-        kind="security",
-        to_address=account.email,
-        account_id=account.id,
-        subject="Your Dupify password was changed",
-        body=(
-            f"Hello {account.name},\n\n"
-            "The password of your Dupify account was just changed and every signed-in session "
-            "was ended. If this was not you, reset your password at once.\n"
-        ),
+        account,
+        "security",
+        "Your Dupify password was changed",
+        "The password of your Dupify account was just changed and every signed-in session "
+        "was ended. If this was not you, reset your password at once.\n",
     )
