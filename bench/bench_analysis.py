@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 from skimage import data as samples
 
-from dupify.vision.analysis.colors import dominant_colors
-from dupify.vision.analysis.hashes import dhash, phash
-from dupify.vision.analysis.quality import measure_quality
+from dupify.analysis.colors import dominant_colors
+from dupify.analysis.hashes import dhash, phash
+from dupify.analysis.quality import measure_quality
 
 FUNCTIONS: dict[str, Callable[[np.ndarray], object]] = {
     "dominant_colors": dominant_colors,

@@ -37,8 +37,8 @@ from rich.table import Table
 from skimage import data as samples
 
 from dupify.config import ImageLimits, InferenceSettings
-from dupify.images.decoder import Decoder
-from dupify.vision.registry import ModelRegistry
+from dupify.images.workers import Decoder
+from dupify.inference.registry import ModelRegistry
 
 MODEL = "dupify-visual-1"
 SEMANTIC_MODEL = "dupify-semantic-1"  # the second bundled model, measured alone beside it

@@ -22,9 +22,9 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from dupify.backends import open_backends
-from dupify.cache import cache_key
 from dupify.config import Settings
+from dupify.limits.backends import open_backends
+from dupify.limits.cache import cache_key
 
 SECRET = secrets.token_bytes(32)
 

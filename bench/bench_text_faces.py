@@ -18,7 +18,7 @@ import numpy.typing as npt
 import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
-from dupify.vision.analysis import faces, text
+from dupify.analysis import faces, text
 
 Pixels = npt.NDArray[np.uint8]
 

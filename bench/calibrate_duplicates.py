@@ -30,10 +30,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from dupify.config import ImageLimits, InferenceSettings
-from dupify.images.decode import decode_image
-from dupify.vision.analysis.hashes import dhash, hamming, phash, sha256_hex
-from dupify.vision.analysis.similarity import (
+from dupify.analysis.hashes import dhash, hamming, phash, sha256_hex
+from dupify.analysis.similarity import (
     DEFAULT_THRESHOLDS,
     DIFFERENT,
     EXACT_DUPLICATE,
@@ -44,8 +42,10 @@ from dupify.vision.analysis.similarity import (
     compare,
     group_duplicates,
 )
-from dupify.vision.models.base import EMBEDDING, ImageModel
-from dupify.vision.registry import load_default_models
+from dupify.config import ImageLimits, InferenceSettings
+from dupify.images.decoding import decode_image
+from dupify.inference.models.base import EMBEDDING, ImageModel
+from dupify.inference.registry import load_default_models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from samples import altered_copies, encode, sample_photos

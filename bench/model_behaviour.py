@@ -32,9 +32,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dupify.config import ImageLimits, InferenceSettings
-from dupify.images.decode import decode_image
-from dupify.vision.models.base import ImageModel
-from dupify.vision.registry import load_default_models
+from dupify.images.decoding import decode_image
+from dupify.inference.models.base import ImageModel
+from dupify.inference.registry import load_default_models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from samples import altered_copies, encode, sample_photo, sample_photos

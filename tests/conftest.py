@@ -18,16 +18,16 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.accounts.service import create_account
-from dupify.app import create_app
 from dupify.config import ImageLimits, InferenceSettings, Settings
 from dupify.db import create_db_engine, session_factory, transaction
-from dupify.images.decoder import Decoder
+from dupify.images.workers import Decoder
+from dupify.inference.registry import ModelRegistry
 from dupify.keys.service import create_key
-from dupify.migrate import upgrade
-from dupify.models import Base
-from dupify.vision.registry import ModelRegistry
-from kv_fixtures import cache_backend, redis_server  # noqa: F401 - fixtures, shared by every test
-from smtp_sink import sink  # noqa: F401 - a fixture, shared by every test
+from dupify.schema.migrate import upgrade
+from dupify.schema.tables import Base
+from dupify.app import create_app
+from support.kv import cache_backend, redis_server  # noqa: F401 - fixtures, shared by every test
+from support.smtp_sink import sink  # noqa: F401 - a fixture, shared by every test
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DUPIFY_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -11,26 +11,26 @@ from fastapi import FastAPI
 
 from dupify import __version__
 from dupify.abuse.guard import KeyGuessingGuard
-from dupify.api.analysis import router as analysis_router
+from dupify.api.analyze import router as analysis_router
 from dupify.api.docs import install_docs
-from dupify.api.routes import router as api_router
+from dupify.api.embeddings import router as api_router
 from dupify.api.usage import router as usage_router
-from dupify.backends import open_backends
-from dupify.background import start_mail_and_abuse_services
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
-from dupify.errors import install_error_handlers
-from dupify.images.decoder import Decoder
-from dupify.jobs.retention import RetentionScheduler
-from dupify.metrics import Metrics, MetricsMiddleware
-from dupify.metrics import router as metrics_router
-from dupify.middleware import RequestContextMiddleware
+from dupify.images.workers import Decoder
+from dupify.inference.registry import ModelRegistry
+from dupify.keys.secret import server_secret
+from dupify.limits.backends import open_backends
+from dupify.pipeline.analyzer import build_analyzer
 from dupify.portal.mount import install_portal
-from dupify.runtime import Runtime
-from dupify.secret import server_secret
+from dupify.privacy.retention import RetentionScheduler
+from dupify.server.error_handlers import install_error_handlers
+from dupify.server.metrics import Metrics, MetricsMiddleware
+from dupify.server.metrics import router as metrics_router
+from dupify.server.middleware import RequestContextMiddleware
+from dupify.server.runtime import Runtime
+from dupify.server.services import start_mail_and_abuse_services
 from dupify.usage.recorder import UsageRecorder
-from dupify.vision.analyzer import build_analyzer
-from dupify.vision.registry import ModelRegistry
 
 log = logging.getLogger("dupify")
 

@@ -1,15 +1,10 @@
-"""The one error envelope: ApiError with stable codes, and the handlers that render every error."""
+"""The one error envelope: ApiError with its stable codes (server.error_handlers renders it)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 @dataclass(frozen=True)
@@ -99,32 +94,6 @@ class ApiError(Exception):
         }
 
 
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
-
-
-def error_response(request: Request, error: ApiError) -> JSONResponse:
-    request.state.error_code = error.code
-    return JSONResponse(
-        error.body(request_id_of(request)), status_code=error.status, headers=error.headers
-    )
-
-
-def _from_http_exception(exc: StarletteHTTPException) -> ApiError:
-    headers = dict(exc.headers or {})
-    if exc.status_code == 404:
-        return ApiError("not_found", "No such route.", headers=headers)
-    if exc.status_code == 405:
-        return ApiError("method_not_allowed", "Method not allowed on this route.", headers=headers)
-    if exc.status_code == 413:
-        return ApiError("payload_too_large", str(exc.detail), headers=headers)
-    if exc.status_code == 415:
-        return ApiError("unsupported_media_type", str(exc.detail), headers=headers)
-    if exc.status_code >= 500:
-        return ApiError("internal_error", "Internal error.", headers=headers)
-    return ApiError("invalid_request", str(exc.detail), headers=headers)
-
-
 def invalid_request_from(errors: Sequence[Any]) -> ApiError:
     """The first of pydantic's validation errors as `invalid_request`, naming the field at fault."""
     first = errors[0] if errors else {}
@@ -132,24 +101,3 @@ def invalid_request_from(errors: Sequence[Any]) -> ApiError:
     param = ".".join(location) or None
     message = str(first.get("msg", "Invalid request."))
     return ApiError("invalid_request", f"{param}: {message}" if param else message, param=param)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every exception, ours or the framework's, into the one envelope."""
-
-    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return error_response(request, exc)
-
-    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        return error_response(request, _from_http_exception(exc))
-
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(request, invalid_request_from(exc.errors()))
-
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_exception)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    # Unexpected exceptions are answered by RequestContextMiddleware, which also logs the row.

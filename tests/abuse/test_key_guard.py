@@ -10,7 +10,7 @@ from dupify.abuse import guard as guard_module
 from dupify.abuse.guard import KeyGuessingGuard
 from dupify.config import AbuseSettings
 from dupify.errors import ApiError
-from dupify.ratelimit import Limiter
+from dupify.limits.ratelimit import Limiter
 
 
 class Clock:

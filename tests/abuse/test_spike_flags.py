@@ -21,8 +21,8 @@ from dupify.accounts.service import create_account
 from dupify.config import AbuseSettings
 from dupify.db import create_db_engine, new_id, session_factory, transaction, utcnow
 from dupify.jobs.lease import HOLDER_MAX
-from dupify.jobs.retention import RetentionScheduler
 from dupify.keys.service import create_key
+from dupify.privacy.retention import RetentionScheduler
 from dupify.usage.models import RequestLog
 
 SETTINGS = AbuseSettings(

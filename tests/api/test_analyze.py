@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from conftest import Api
-from samples import encode, photo_jpeg, sample_photo
+from support.samples import encode, photo_jpeg, sample_photo
 
 ALL_FEATURES = [
     "labels",

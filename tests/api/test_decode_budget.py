@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from dupify.config import ImageLimits
-from dupify.images.decoder import Decoder
-from samples import photo_jpeg
+from dupify.images.workers import Decoder
+from support.samples import photo_jpeg
 
 # The slow image takes ~0.25 s to decode even with JPEG draft scaling; a small photo ~5 ms.
 TIGHT = ImageLimits(decode_timeout_s=0.06)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import Api
-from samples import photo_jpeg
+from support.samples import photo_jpeg
 
 
 def _vector(payload: dict[str, object], index: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import Api
 from dupify.keys.format import generate_key
-from samples import photo_jpeg
+from support.samples import photo_jpeg
 
 
 def png_declaring(width: int, height: int) -> bytes:

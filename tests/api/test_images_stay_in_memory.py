@@ -19,8 +19,8 @@ import pytest
 
 from conftest import Api
 from dupify.config import ImageLimits, MiB
-from dupify.images.decoder import Decoder
-from samples import noise_png
+from dupify.images.workers import Decoder
+from support.samples import noise_png
 
 
 class OpenRecorder:

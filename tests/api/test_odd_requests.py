@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import Api
-from samples import photo_jpeg
+from support.samples import photo_jpeg
 
 ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")
 

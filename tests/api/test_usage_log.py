@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select
 
 from dupify.db import create_db_engine
 from dupify.usage.models import RequestLog
-from samples import photo_jpeg
+from support.samples import photo_jpeg
 
 LOG_COLUMNS = {
     "id",

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from dupify.backends import open_backends
-from dupify.cache import EmbeddedCache, ResultCache, cache_key
 from dupify.config import Settings
-from dupify.ratelimit import API_KEY_BUCKET, Limiter, MemoryCounters
+from dupify.limits.backends import open_backends
+from dupify.limits.cache import EmbeddedCache, ResultCache, cache_key
+from dupify.limits.ratelimit import API_KEY_BUCKET, Limiter, MemoryCounters
 
 SECRET = b"backend-test-secret-" + b"y" * 20
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

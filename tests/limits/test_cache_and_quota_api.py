@@ -18,7 +18,7 @@ from conftest import Api
 from dupify.accounts.models import Account
 from dupify.db import session_factory, transaction, utcnow
 from dupify.usage.models import RequestLog
-from samples import noise_png, photo_jpeg
+from support.samples import noise_png, photo_jpeg
 
 
 def b64(data: bytes) -> str:

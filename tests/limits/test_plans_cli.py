@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from conftest import TEST_SECRET
-from dupify.cli import app
+from dupify.cli.main import app
 
 
 def test_create_with_a_plan_and_change_it(database_url: str) -> None:

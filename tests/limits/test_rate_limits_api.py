@@ -8,7 +8,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from samples import noise_png
+from support.samples import noise_png
 
 EXPECTED_HEADERS = (
     "RateLimit-Policy",

@@ -15,10 +15,10 @@ import pytest
 
 from conftest import Api
 from dupify.config import RedisSettings
-from dupify.kv import KvUnavailable, RedisKv
-from dupify.ratelimit import Limiter
-from kv_fixtures import RedisServer
-from samples import noise_png
+from dupify.limits.kv import KvUnavailable, RedisKv
+from dupify.limits.ratelimit import Limiter
+from support.kv import RedisServer
+from support.samples import noise_png
 
 # No request may take longer than this, whatever Redis does (the must-hold of issue 4).
 STALL_LIMIT_S = 1.0
@@ -104,7 +104,7 @@ async def test_redis_stopped_and_restarted_while_requests_flow(
     redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="dupify.kv")
+    caplog.set_level(logging.WARNING, logger="dupify.limits.kv")
     async with api_factory(**fault_settings(redis_server)) as api:
         key = api.new_key()
         assert await cache_states(api, key, noise_png(32, 32, seed=1)) == ["miss", "hit"]

@@ -17,13 +17,13 @@ from dupify.mail.announcements import announce
 from dupify.mail.delivery import MailSender
 from dupify.mail.models import OutboxMessage, PolicyNotice
 from dupify.mail.outbox import OutboxError, enqueue
-from dupify.policy import (
+from dupify.privacy.policy import (
     acknowledge_policy,
     announce_if_raised,
     announce_policy_change,
     needs_policy_acknowledgement,
 )
-from smtp_sink import SmtpSink
+from support.smtp_sink import SmtpSink
 
 
 def make_accounts(sessions: sessionmaker[Session]) -> dict[str, str]:

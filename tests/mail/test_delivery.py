@@ -25,8 +25,8 @@ from dupify.mail.delivery import (
 )
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import OutboxError, enqueue
-from servers import free_port
-from smtp_sink import SmtpSink, running_sink
+from support.servers import free_port
+from support.smtp_sink import SmtpSink, running_sink
 
 FAST = {"poll_interval_s": 0.05, "retry_base_s": 0.1, "retry_max_s": 0.4, "timeout_s": 5}
 

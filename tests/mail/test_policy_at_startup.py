@@ -12,8 +12,8 @@ from dupify.accounts.service import create_account
 from dupify.config import MailSettings
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.models import OutboxMessage
-from servers import free_port
-from smtp_sink import SmtpSink, running_sink
+from support.servers import free_port
+from support.smtp_sink import SmtpSink, running_sink
 
 
 async def wait_until(condition: Callable[[], bool], limit_s: float = 20.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from portal_helpers import Member, csrf_of, signed_in_member
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from test_pages import create_key_via_page, embed
@@ -12,6 +11,7 @@ from dupify.accounts.models import Account
 from dupify.audit.models import AuditEvent
 from dupify.keys.models import AbuseFlag
 from dupify.mail.models import OutboxMessage
+from support.portal import Member, csrf_of, signed_in_member
 
 
 async def make_operator(api: Api) -> Member:

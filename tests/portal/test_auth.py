@@ -7,15 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from portal_helpers import (
-    PASSWORD,
-    csrf_of,
-    mail_links,
-    post_form,
-    relative,
-    sign_up,
-    signed_in_member,
-)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +18,15 @@ from dupify.mail.models import OutboxMessage
 from dupify.portal.passwords import HASHER
 from dupify.portal.sessions import session_id_for
 from dupify.portal.throttle import EMAIL_REQUESTS_PER_WINDOW
+from support.portal import (
+    PASSWORD,
+    csrf_of,
+    mail_links,
+    post_form,
+    relative,
+    sign_up,
+    signed_in_member,
+)
 
 
 def _client(api: Api) -> httpx.AsyncClient:

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from samples import photo_jpeg
-from servers import Server, clean_env, free_port, start_server, stop_server
-from smtp_sink import SmtpSink, running_sink
+from support.samples import photo_jpeg
+from support.servers import Server, clean_env, free_port, start_server, stop_server
+from support.smtp_sink import SmtpSink, running_sink
 
 pytestmark = pytest.mark.slow
 

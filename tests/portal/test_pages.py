@@ -8,15 +8,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from portal_helpers import (
-    PASSWORD,
-    Member,
-    csrf_of,
-    mail_links,
-    post_form,
-    relative,
-    signed_in_member,
-)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -25,7 +16,16 @@ from dupify.accounts.models import Account, DeletionTombstone, WebSession
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.usage.models import RequestLog
-from samples import photo_jpeg
+from support.portal import (
+    PASSWORD,
+    Member,
+    csrf_of,
+    mail_links,
+    post_form,
+    relative,
+    signed_in_member,
+)
+from support.samples import photo_jpeg
 
 KEY = re.compile(r"dpy_[0-9A-Za-z]{38}")
 

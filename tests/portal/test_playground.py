@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
-from portal_helpers import Member, csrf_of, signed_in_member
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import Api
 from dupify.usage.models import RequestLog
-from samples import photo_jpeg
+from support.portal import Member, csrf_of, signed_in_member
+from support.samples import photo_jpeg
 
 
 def resized_copy(jpeg: bytes) -> bytes:

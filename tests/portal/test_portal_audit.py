@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 import httpx
-from portal_helpers import PASSWORD, post_form, signed_in_member
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import Api
 from dupify.audit.models import AuditEvent
 from dupify.keys.models import ApiKey
+from support.portal import PASSWORD, post_form, signed_in_member
 
 
 def audit_counts(api: Api, account_id: str) -> Counter[str]:

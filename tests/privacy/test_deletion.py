@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from account_data import Person, populate
-from cache_backends import BACKENDS, backend_overrides, redis_contents
 from sqlalchemy import String, Text, func, or_, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from conftest import TEST_SECRET, Api
-from dupify.accounts import lifecycle
 from dupify.accounts.models import Account, DeletionTombstone
 from dupify.audit.models import AuditEvent
-from dupify.cli import app as cli
+from dupify.cli.main import app as cli
 from dupify.db import session_factory, transaction
 from dupify.keys.models import ApiKey
-from dupify.models import Base
+from dupify.privacy import lifecycle
+from dupify.schema.tables import Base
 from dupify.usage.models import RequestLog
-from samples import photo_jpeg
+from support.account_data import Person, populate
+from support.cache_backends import BACKENDS, backend_overrides, redis_contents
+from support.samples import photo_jpeg
 
 
 @pytest.fixture(params=BACKENDS)

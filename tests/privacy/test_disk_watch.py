@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cache_backends import BACKENDS, backend_overrides, redis_contents
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from conftest import Api
 from dupify.config import ImageLimits, MiB
-from dupify.images.decoder import Decoder
-from dupify.models import Base
-from samples import noise_png, photo_jpeg
+from dupify.images.workers import Decoder
+from dupify.schema.tables import Base
+from support.cache_backends import BACKENDS, backend_overrides, redis_contents
+from support.samples import noise_png, photo_jpeg
 
 IMAGE_ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")
 BIG_LIMITS = ImageLimits(max_image_bytes=20 * MiB, max_body_bytes=48 * MiB)

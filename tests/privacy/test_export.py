@@ -8,23 +8,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from account_data import Person, populate
 from sqlalchemy import or_, select
 from typer.testing import CliRunner
 
 from conftest import TEST_SECRET, Api
-from dupify.accounts.lifecycle import (
+from dupify.audit.models import AuditEvent
+from dupify.cli.main import app as cli
+from dupify.db import session_factory, transaction
+from dupify.privacy.lifecycle import (
     EXPORT_SECTIONS,
     LINK_MAIL_KINDS,
     SECRET_COLUMNS,
     WITHHELD_BODY,
     export_account,
 )
-from dupify.audit.models import AuditEvent
-from dupify.cli import app as cli
-from dupify.db import session_factory, transaction
-from dupify.models import Base
-from samples import photo_jpeg
+from dupify.schema.tables import Base
+from support.account_data import Person, populate
+from support.samples import photo_jpeg
 
 
 def _plain(value: object) -> object:

@@ -18,13 +18,13 @@ from conftest import TEST_SECRET, make_settings
 from dupify.accounts.models import OneTimeToken, WebSession
 from dupify.accounts.service import create_account
 from dupify.audit.models import AuditEvent
-from dupify.cache import EmbeddedCache
-from dupify.cli import app as cli
+from dupify.cli.main import app as cli
 from dupify.db import create_db_engine, new_id, session_factory, transaction, utcnow
 from dupify.jobs.models import JobLease
-from dupify.jobs.retention import RetentionScheduler
 from dupify.keys.models import AbuseFlag
+from dupify.limits.cache import EmbeddedCache
 from dupify.mail.models import OutboxMessage
+from dupify.privacy.retention import RetentionScheduler
 from dupify.usage.models import RequestLog
 
 

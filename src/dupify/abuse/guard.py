@@ -31,7 +31,7 @@ class ThrottleDecision(Protocol):
 
 
 class Counter(Protocol):
-    """What the guard needs of `runtime.limiter` (dupify.ratelimit.Limiter)."""
+    """What the guard needs of `runtime.limiter` (dupify.limits.ratelimit.Limiter)."""
 
     async def hit(
         self, bucket: str, identity: str, limit: int, window_s: int, cost: int = 1

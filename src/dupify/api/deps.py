@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 
-from dupify.client_address import client_address
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
-from dupify.metering import enforce_rate_limit, release_unbilled_images
-from dupify.runtime import Runtime
+from dupify.limits.metering import enforce_rate_limit, release_unbilled_images
+from dupify.server.client_address import client_address
+from dupify.server.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -25,8 +25,8 @@ from dupify.api.schemas import error_responses
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal
-from dupify.metering import images_used_this_month
-from dupify.ratelimit import month_of
+from dupify.limits.metering import images_used_this_month
+from dupify.limits.ratelimit import month_of
 from dupify.usage.models import RequestLog
 
 router = APIRouter()

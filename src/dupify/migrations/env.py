@@ -1,8 +1,8 @@
-"""Alembic environment: runs migrations on the connection `dupify.migrate` hands it."""
+"""Alembic environment: runs migrations on the connection `dupify.schema.migrate` hands it."""
 
 from alembic import context
 
-from dupify.models import Base
+from dupify.schema.tables import Base
 
 target_metadata = Base.metadata
 connection = context.config.attributes["connection"]

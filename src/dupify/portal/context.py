@@ -23,11 +23,9 @@ from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
 from dupify.api.deps import get_runtime
-from dupify.client_address import client_address
 from dupify.db import transaction, utcnow
 from dupify.errors import ApiError
 from dupify.images.inputs import read_capped_body, read_request_body
-from dupify.policy import needs_policy_acknowledgement
 from dupify.portal import csrf
 from dupify.portal.headers import is_tls
 from dupify.portal.notices import NOTICES
@@ -38,7 +36,9 @@ from dupify.portal.sessions import (
     load_session,
     start_session,
 )
-from dupify.runtime import Runtime
+from dupify.privacy.policy import needs_policy_acknowledgement
+from dupify.server.client_address import client_address
+from dupify.server.runtime import Runtime
 
 MAX_FORM_BYTES = 256 * 1024
 TEMPLATES = Environment(
@@ -103,7 +103,7 @@ class Visitor:
 
     @property
     def client_address(self) -> str:
-        """Who is asking, for the sign-in throttles (see `dupify.client_address`)."""
+        """Who is asking, for the sign-in throttles (see `dupify.server.client_address`)."""
         return client_address(self.request, self.runtime.settings.portal.trust_forwarded_proto)
 
     def field(self, name: str, default: str = "") -> str:

@@ -15,13 +15,13 @@ from typing import Any
 from fastapi import Request
 
 from dupify.accounts.models import Account
+from dupify.analysis.similarity import DEFAULT_THRESHOLDS, compare
 from dupify.db import utcnow
 from dupify.errors import ApiError
-from dupify.metering import charge_images, settle_images
-from dupify.runtime import Runtime
+from dupify.limits.metering import charge_images, settle_images
+from dupify.pipeline.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
+from dupify.server.runtime import Runtime
 from dupify.usage.recorder import RequestRecord
-from dupify.vision.analysis.similarity import DEFAULT_THRESHOLDS, compare
-from dupify.vision.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
 
 ENDPOINT = "POST /playground"
 

@@ -10,12 +10,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from dupify.accounts.lifecycle import AccountNotFound, delete_account_in_runtime, export_account
 from dupify.accounts.models import Account
 from dupify.accounts.service import AccountError, find_by_email, normalise_email
 from dupify.audit.service import record_event
 from dupify.db import utcnow
-from dupify.policy import acknowledge_policy
 from dupify.portal import mails
 from dupify.portal.context import PortalRefusal, Visitor, member
 from dupify.portal.passwords import (
@@ -28,6 +26,8 @@ from dupify.portal.routes_auth import NAME_MAX
 from dupify.portal.sessions import end_all_sessions
 from dupify.portal.throttle import password_check_allowed, password_check_succeeded
 from dupify.portal.tokens import issue_token, revoke_tokens
+from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_runtime, export_account
+from dupify.privacy.policy import acknowledge_policy
 
 router = APIRouter(include_in_schema=False)
 NOT_CURRENT_MESSAGE = "That is not your current password."

@@ -17,18 +17,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dupify.abuse.service import list_flags, resolve_flag, set_account_suspended, set_key_suspended
-from dupify.accounts.lifecycle import AccountNotFound, delete_account_in_runtime
 from dupify.accounts.models import Account
 from dupify.accounts.service import AccountError
 from dupify.audit.service import list_events, record_event
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError
+from dupify.limits.ratelimit import month_of
 from dupify.mail.announcements import announce
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import OutboxError
 from dupify.portal.context import PortalRefusal, Visitor, operator
-from dupify.ratelimit import month_of
+from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_runtime
 from dupify.usage.analytics import usage_by_day_plan_endpoint
 from dupify.usage.models import RequestLog
 

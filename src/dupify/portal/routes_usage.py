@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from dupify.db import utcnow
-from dupify.metering import images_used_this_month
+from dupify.limits.metering import images_used_this_month
+from dupify.limits.ratelimit import month_of
 from dupify.portal import usage_views
 from dupify.portal.context import Visitor, member
 from dupify.portal.usage_views import LOG_PAGE_SIZE, STATUS_FILTERS, LogFilter
-from dupify.ratelimit import month_of
 from dupify.usage.models import RequestLog
 
 router = APIRouter(include_in_schema=False)

@@ -8,7 +8,7 @@ many emails or accounts.
 
 from __future__ import annotations
 
-from dupify.runtime import Runtime
+from dupify.server.runtime import Runtime
 
 # Reset and sign-up requests per email address per window: each one costs an email or a hash.
 EMAIL_REQUESTS_PER_WINDOW = 5

@@ -17,10 +17,10 @@ from datetime import datetime
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from dupify.aio import cancel_and_wait
 from dupify.config import UsageLogSettings
 from dupify.db import transaction
 from dupify.keys.models import ApiKey
-from dupify.tasks import cancel_and_wait
 from dupify.usage.models import RequestLog
 
 log = logging.getLogger("dupify.usage")

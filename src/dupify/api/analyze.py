@@ -1,0 +1,299 @@
+"""The analysis endpoints: POST /v1/analyze, /v1/compare and /v1/duplicates, readable top-down.
+
+Each follows the embeddings route's path: key and rate limit (dependencies), body read with
+caps, quota reserved, then the per-image result cache in front of decoding and inference.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from dupify.analysis.similarity import (
+    DEFAULT_THRESHOLDS,
+    Fingerprint,
+    compare,
+    group_duplicates,
+)
+from dupify.api.deps import require_scope
+from dupify.api.inputs import check_count, encode_vector, read_image_request, validated
+from dupify.api.schemas import (
+    AUTH_ERRORS,
+    IMAGE_ERRORS,
+    AnalyzeOptions,
+    AnalyzeRequest,
+    AnalyzeResponse,
+    CompareRequest,
+    CompareResponse,
+    DuplicatesRequest,
+    DuplicatesResponse,
+    error_responses,
+    image_request_body,
+)
+from dupify.config import ImageLimits
+from dupify.errors import ApiError
+from dupify.images.inputs import RequestBody, decode_base64_image
+from dupify.keys.service import Principal
+from dupify.limits.cache import cached_results
+from dupify.limits.metering import charge_images, settle_images
+from dupify.pipeline.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
+from dupify.server.runtime import Runtime
+
+router = APIRouter(tags=["images"])
+
+MAX_ANALYZE_IMAGES = 16
+MAX_DUPLICATES_IMAGES = 64
+# Bumped when the pixel measures (colours, hashes, quality) change, so old cached results die.
+PIXEL_MEASURES_VERSION = "pixels@1"
+
+
+def _batch_inputs(
+    body: RequestBody,
+    query: dict[str, str],
+    limits: ImageLimits,
+    maximum: int,
+    minimum: int = 1,
+) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The raw options and (param, bytes) pairs of a batch endpoint, in any input form."""
+    if body.form == "json":
+        items = body.json.get("input")
+        if isinstance(items, str):
+            pairs = [("input", items)]
+        elif isinstance(items, list) and all(isinstance(item, str) for item in items):
+            pairs = [(f"input[{index}]", item) for index, item in enumerate(items)]
+        else:
+            raise ApiError(
+                "invalid_request",
+                "input: expected an image (base64 or a data URI) or a list of them",
+                param="input",
+            )
+        check_count(len(pairs), maximum, "input", minimum)
+        return body.json, [(name, decode_base64_image(item, name, limits)) for name, item in pairs]
+    options = {**query, **body.fields}
+    if body.form == "raw":
+        check_count(1, maximum, "body", minimum)
+        return options, [("body", body.files[0][1])]
+    files = body.files_named("file")
+    check_count(len(files), maximum, "file", minimum)
+    return options, [(f"file[{index}]", data) for index, data in enumerate(files)]
+
+
+@router.post(
+    "/v1/analyze",
+    response_model=AnalyzeResponse,
+    responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "model_not_found", "quota_exceeded"),
+    openapi_extra=image_request_body(
+        AnalyzeRequest,
+        {
+            "features": "Comma-separated features (default: "
+            + ",".join(sorted(DEFAULT_FEATURES))
+            + ").",
+            "model": "Embedding model for the `embedding` feature.",
+            "encoding_format": "`float` or `base64`, for the `embedding` feature.",
+            "top_k": "How many labels (1..20).",
+            "max_colors": "How many palette colours (1..10).",
+        },
+    ),
+    summary="Analyze images: labels, safety, colours, hashes, quality, metadata, text, faces",
+)
+async def analyze(
+    request: Request, principal: Principal = Depends(require_scope("analyze"))
+) -> JSONResponse:
+    runtime, body = await read_image_request(request)
+    limits = runtime.settings.limits
+    raw_options, images = _batch_inputs(
+        body, dict(request.query_params), limits, MAX_ANALYZE_IMAGES
+    )
+    options = validated(AnalyzeOptions, raw_options)
+    analysis = AnalysisOptions(
+        features=frozenset(options.features or DEFAULT_FEATURES),
+        embedding_model=options.model or runtime.settings.default_model,
+        top_k=options.top_k,
+        max_colors=options.max_colors,
+    )
+    for model_id in runtime.analyzer.models_for(analysis):
+        runtime.registry.get(model_id)  # an unknown model is the request's error, not each image's
+    await charge_images(request, len(images))
+
+    async def analyze_missing(indices: list[int]) -> list[bytes | ApiError]:
+        outcomes = await runtime.analyzer.analyze([images[i][1] for i in indices], analysis)
+        return [
+            outcome if isinstance(outcome, ApiError) else _result_bytes(outcome)
+            for outcome in outcomes
+        ]
+
+    versions = runtime.analyzer.model_versions(analysis)
+    outcomes, cache_state = await cached_results(
+        request,
+        runtime.cache,
+        runtime.secret,
+        [data for _, data in images],
+        "+".join([PIXEL_MEASURES_VERSION, *sorted(set(versions.values()))]),
+        {
+            "result": "analysis",
+            "features": sorted(analysis.features),
+            "embedding_model": analysis.embedding_model,
+            "top_k": analysis.top_k,
+            "max_colors": analysis.max_colors,
+        },
+        analyze_missing,
+    )
+    results: list[dict[str, Any]] = []
+    for index, ((param, _), outcome) in enumerate(zip(images, outcomes, strict=True)):
+        if isinstance(outcome, ApiError):
+            error = outcome.at(param).body(getattr(request.state, "request_id", None))["error"]
+            results.append({"index": index, "error": error})
+            continue
+        result = json.loads(outcome)
+        if "embedding" in result:
+            vector = np.asarray(result["embedding"], dtype=np.float32)
+            result["embedding"] = encode_vector(vector, options.encoding_format)
+        results.append({"index": index, **result})
+    processed = sum(1 for outcome in outcomes if not isinstance(outcome, ApiError))
+    await settle_images(request, processed)  # images that failed are not billed
+    return JSONResponse(
+        {
+            "object": "analysis",
+            "results": results,
+            "models": versions,
+            "usage": {"images": processed, "cached_images": request.state.cached_images},
+        },
+        headers={"X-Cache": cache_state},
+    )
+
+
+def _result_bytes(result: dict[str, Any]) -> bytes:
+    """One image's analysis as cacheable JSON (the embedding as a float list)."""
+    if "embedding" in result:
+        result = {**result, "embedding": [float(value) for value in result["embedding"]]}
+    return json.dumps(result, separators=(",", ":")).encode()
+
+
+@router.post(
+    "/v1/compare",
+    response_model=CompareResponse,
+    responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "quota_exceeded"),
+    openapi_extra=image_request_body(CompareRequest, {}),
+    summary="Compare two images: exact, near-duplicate, similar or different",
+)
+async def compare_images(
+    request: Request, principal: Principal = Depends(require_scope("analyze"))
+) -> JSONResponse:
+    runtime, body = await read_image_request(request)
+    limits = runtime.settings.limits
+    images = _compare_inputs(body, limits)
+    first, second = await _fingerprints(request, runtime, images)
+    return JSONResponse(
+        {
+            "object": "comparison",
+            "model": VISUAL_MODEL,
+            **compare(first, second, DEFAULT_THRESHOLDS),
+            "usage": {"images": 2, "cached_images": request.state.cached_images},
+        },
+        headers={"X-Cache": request.state.x_cache},
+    )
+
+
+def _compare_inputs(body: RequestBody, limits: ImageLimits) -> list[tuple[str, bytes]]:
+    """The (param, bytes) pairs of `a` and `b`, from JSON fields or multipart parts."""
+    if body.form == "json":
+        request = validated(CompareRequest, body.json)
+        return [
+            ("a", decode_base64_image(request.a, "a", limits)),
+            ("b", decode_base64_image(request.b, "b", limits)),
+        ]
+    if body.form == "raw":
+        raise ApiError(
+            "invalid_request",
+            "compare takes two images: send JSON with `a` and `b`, or multipart parts `a` and `b`",
+        )
+    images: list[tuple[str, bytes]] = []
+    for name in ("a", "b"):
+        parts = body.files_named(name)
+        if len(parts) != 1:
+            raise ApiError(
+                "invalid_request",
+                f"{name}: expected exactly one multipart part named {name!r}, got {len(parts)}",
+                param=name,
+            )
+        images.append((name, parts[0]))
+    return images
+
+
+@router.post(
+    "/v1/duplicates",
+    response_model=DuplicatesResponse,
+    responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "quota_exceeded"),
+    openapi_extra=image_request_body(DuplicatesRequest, {}),
+    summary="Group the duplicates in a batch of 2..64 images",
+)
+async def find_duplicates(
+    request: Request, principal: Principal = Depends(require_scope("analyze"))
+) -> JSONResponse:
+    runtime, body = await read_image_request(request)
+    limits = runtime.settings.limits
+    _, images = _batch_inputs(
+        body, dict(request.query_params), limits, MAX_DUPLICATES_IMAGES, minimum=2
+    )
+    fingerprints = await _fingerprints(request, runtime, images)
+    return JSONResponse(
+        {
+            "object": "duplicates",
+            "model": VISUAL_MODEL,
+            "groups": group_duplicates(fingerprints, DEFAULT_THRESHOLDS),
+            "thresholds": DEFAULT_THRESHOLDS.as_dict(),
+            "usage": {"images": len(images), "cached_images": request.state.cached_images},
+        },
+        headers={"X-Cache": request.state.x_cache},
+    )
+
+
+async def _fingerprints(
+    request: Request, runtime: Runtime, images: Sequence[tuple[str, bytes]]
+) -> list[Fingerprint]:
+    """Each image's hashes and dupify-visual-1 embedding, through the cache; bills the images."""
+    await charge_images(request, len(images))
+    model = runtime.registry.get(VISUAL_MODEL)
+
+    async def fingerprint_missing(indices: list[int]) -> list[bytes]:
+        chosen = [images[index] for index in indices]
+        fingerprints = await runtime.analyzer.fingerprints(
+            [data for _, data in chosen], [param for param, _ in chosen], model.id
+        )
+        return [_fingerprint_bytes(fingerprint) for fingerprint in fingerprints]
+
+    stored, request.state.x_cache = await cached_results(
+        request,
+        runtime.cache,
+        runtime.secret,
+        [data for _, data in images],
+        f"{model.id}@{model.version}+{PIXEL_MEASURES_VERSION}",
+        {"result": "fingerprint"},
+        fingerprint_missing,
+    )
+    return [_fingerprint_from_bytes(value) for value in stored]
+
+
+def _fingerprint_bytes(fingerprint: Fingerprint) -> bytes:
+    """Hashes and the embedding as cacheable JSON: derived values only, never the image."""
+    return json.dumps(
+        {
+            "sha256": fingerprint.sha256,
+            "pixel_sha256": fingerprint.pixel_sha256,
+            "phash": fingerprint.phash,
+            "dhash": fingerprint.dhash,
+            "embedding": encode_vector(np.asarray(fingerprint.embedding), "base64"),
+        }
+    ).encode()
+
+
+def _fingerprint_from_bytes(value: bytes) -> Fingerprint:
+    fields = json.loads(value)
+    embedding = np.frombuffer(base64.b64decode(fields.pop("embedding")), dtype="<f4")
+    return Fingerprint(embedding=embedding.astype(np.float32), **fields)

@@ -1,0 +1,293 @@
+"""Asyncio micro-batcher: groups concurrent requests' tensors into one model call off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dupify.errors import ApiError
+
+log = logging.getLogger("dupify.inference.batcher")
+
+Array = npt.NDArray[Any]
+Rows = dict[str, Array]
+PredictFn = Callable[[Array], Mapping[str, Array]]
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    """A snapshot of one batcher's counters, for /metrics and benchmarks."""
+
+    name: str
+    batches: int
+    items: int  # images run through `predict` (one per item, failed batches included)
+    failed_batches: int
+    rejected: int
+    cancelled: int
+    queue_depth: int
+    last_batch_size: int
+    busy_seconds: float
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # size -> batches of that size
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+@dataclass(eq=False)
+class _Job:
+    item: Array
+    future: asyncio.Future[Rows]
+    enqueued_at: float
+
+
+class MicroBatcher:
+    """Collects items from concurrent callers into batches of up to `max_batch` for `predict`.
+
+    The collector takes the oldest waiting item, then waits until that item has waited
+    `max_wait_ms` (or the batch is full) for company, stacks the batch and runs `predict` in
+    a dedicated one-thread executor: one inference at a time, ONNX Runtime threads within it,
+    and the event loop never blocked. While a batch runs, new items queue up and form the next
+    batch, so under load batches fill without waiting. The queue of waiting items is bounded;
+    a full queue answers `overloaded` (503 + Retry-After) immediately instead of growing latency.
+    """
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        queue_size: int,
+        retry_after_s: int,
+        name: str,
+        item_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        if max_batch < 1 or queue_size < 1 or max_wait_ms < 0 or retry_after_s < 1:
+            raise ValueError(
+                "need max_batch >= 1, queue_size >= 1, max_wait_ms >= 0, retry_after_s >= 1"
+            )
+        self._predict = predict
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.queue_size = queue_size
+        self.retry_after_s = retry_after_s
+        self.name = name
+        # Checked at submit so one malformed item fails its own request, not a stacked batch.
+        self.item_shape = item_shape
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+        self._batches = 0
+        self._items = 0
+        self._failed = 0
+        self._rejected = 0
+        self._cancelled = 0
+        self._last_size = 0
+        self._busy = 0.0
+        self._sizes: collections.Counter[int] = collections.Counter()
+
+    @property
+    def running(self) -> bool:
+        return self._collector is not None and not self._closing
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        if self._collector is not None:
+            return
+        self._closing = False
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+        self._collector = asyncio.create_task(self._collect(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Refuse new items, finish every item already accepted, then release the thread."""
+        if self._collector is None:
+            return
+        self._closing = True
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            await self._collector
+        finally:
+            self._collector = None
+            # The collector normally leaves nothing behind; if it was torn down (e.g. loop
+            # cancellation), do not leave callers waiting forever.
+            self._fail(list(self._pending), RuntimeError(f"batcher {self.name} stopped"))
+            self._pending.clear()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    async def submit(self, item: Array) -> Rows:
+        """Queue one preprocessed tensor; returns that item's row of every `predict` output."""
+        (rows,) = await self.submit_many([item])
+        return rows
+
+    async def submit_many(self, items: Sequence[Array]) -> list[Rows]:
+        """Queue several tensors of one request, all or none, and return their rows in order.
+
+        All-or-none admission keeps a request from being half computed and then refused.
+        """
+        for item in items:
+            self._check_item(item)
+        self._admit(len(items))
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[Rows]] = []
+        for item in items:
+            future: asyncio.Future[Rows] = loop.create_future()
+            self._pending.append(_Job(item, future, now))
+            futures.append(future)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            # Caller gone or a sibling failed: cancel our queued items so the collector skips
+            # them; items already inside a running batch just have their rows dropped.
+            for future in futures:
+                future.cancel()
+            raise
+
+    def stats(self) -> BatcherStats:
+        return BatcherStats(
+            name=self.name,
+            batches=self._batches,
+            items=self._items,
+            failed_batches=self._failed,
+            rejected=self._rejected,
+            cancelled=self._cancelled,
+            queue_depth=len(self._pending),
+            last_batch_size=self._last_size,
+            busy_seconds=self._busy,
+            batch_sizes=dict(sorted(self._sizes.items())),
+        )
+
+    def _admit(self, count: int) -> None:
+        if self._collector is None or self._closing:
+            raise ApiError(
+                "not_ready",
+                f"Model {self.name} is not accepting work (starting or shutting down).",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        if count > self.queue_size:
+            raise ValueError(f"{count} items can never fit a queue of {self.queue_size}")
+        if len(self._pending) + count > self.queue_size:
+            self._rejected += 1
+            raise ApiError(
+                "overloaded",
+                f"The {self.name} inference queue is full; retry after {self.retry_after_s} s.",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+
+    def _check_item(self, item: Array) -> None:
+        if not isinstance(item, np.ndarray):
+            raise TypeError(f"expected a numpy array, got {type(item).__name__}")
+        if self.item_shape is not None and item.shape != self.item_shape:
+            raise ValueError(f"expected an item of shape {self.item_shape}, got {item.shape}")
+
+    async def _collect(self) -> None:
+        """The one collector task: batch, run, resolve; until stopped and drained."""
+        assert self._wakeup is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            try:
+                rows = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            except Exception as exc:
+                self._failed += 1
+                log.warning("batcher %s: batch of %d failed: %r", self.name, len(batch), exc)
+                self._fail(batch, exc)
+                continue
+            except BaseException:
+                # The collector itself is being torn down: its callers must not hang.
+                self._fail(batch, RuntimeError(f"batcher {self.name} stopped"))
+                raise
+            finally:
+                self._busy += time.perf_counter() - started
+                self._batches += 1
+                self._items += len(batch)
+                self._last_size = len(batch)
+                self._sizes[len(batch)] += 1
+            for job, row in zip(batch, rows, strict=True):
+                if not job.future.done():  # cancelled callers simply get nothing
+                    job.future.set_result(row)
+
+    @staticmethod
+    def _fail(batch: list[_Job], exc: BaseException) -> None:
+        for job in batch:
+            if not job.future.done():
+                job.future.set_exception(exc)
+
+    def _take_live(self) -> _Job | None:
+        """Pop the oldest waiting job whose caller is still there."""
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.cancelled():
+                return job
+            self._cancelled += 1
+        return None
+
+    async def _next_batch(self) -> list[_Job] | None:
+        """Wait for a first item, then for more until it has waited max_wait or the batch is full.
+
+        Returns None once stopping with nothing left to do.
+        """
+        assert self._wakeup is not None
+        first = self._take_live()
+        while first is None:
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            first = self._take_live()
+        batch = [first]
+        # The deadline counts from when the first item arrived, so time spent queued behind a
+        # running batch is part of its wait budget rather than added on top of it.
+        deadline = first.enqueued_at + self.max_wait_s
+        while len(batch) < self.max_batch:
+            job = self._take_live()
+            if job is not None:
+                batch.append(job)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closing:
+                break
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                break
+        return batch
+
+    def _run_batch(self, batch: list[_Job]) -> list[Rows]:
+        """In the executor thread: stacking and splitting copy megabytes, so not on the loop."""
+        stacked = np.stack([job.item for job in batch])
+        outputs = self._predict(stacked)
+        for key, value in outputs.items():
+            if len(value) != len(batch):
+                raise RuntimeError(
+                    f"model {self.name} returned {len(value)} rows of {key!r} for "
+                    f"{len(batch)} inputs"
+                )
+        # Copies, so that a kept row does not pin the whole batch's output array in memory.
+        return [{key: value[i].copy() for key, value in outputs.items()} for i in range(len(batch))]

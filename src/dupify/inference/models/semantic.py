@@ -1,0 +1,148 @@
+"""dupify-semantic-1: EfficientNet-Lite0's 1280-d pooled features and its ImageNet-1k labels."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from dupify.inference.models.base import EMBEDDING, Array, FloatArray, checked_batch, unit_rows
+from dupify.inference.models.effnet_graph import (
+    EMBEDDING_DIMS,
+    EMBEDDING_OUTPUT,
+    INPUT_NAME,
+    INPUT_SIDE,
+    NUM_CLASSES,
+    PROBABILITIES_OUTPUT,
+    load_or_build,
+)
+from dupify.inference.session import OrtSession
+
+PROBABILITIES = "probabilities"
+# What `analyze` reports under `models.labels`: the label set and the weights that produce it.
+LABELS_VERSION = "imagenet-effnet-lite0@1"
+LABELS_RESOURCE = "imagenet_classes.txt"
+
+RESIZE_SIDE = 256
+# The training pipeline's normalisation: (x - 127) / 128 per channel, RGB order.
+PIXEL_MEAN = np.float32(127.0)
+PIXEL_SCALE = np.float32(1.0 / 128.0)
+
+
+@functools.cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in the classifier's output order (project data)."""
+    text = (
+        importlib.resources.files("dupify.inference.models")
+        .joinpath(LABELS_RESOURCE)
+        .read_text(encoding="utf-8")
+    )
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(labels) != NUM_CLASSES:
+        raise RuntimeError(f"{LABELS_RESOURCE} has {len(labels)} labels, expected {NUM_CLASSES}")
+    return labels
+
+
+def top_labels(probabilities: npt.ArrayLike, k: int = 5) -> list[dict[str, Any]]:
+    """The k most probable classes of one image, best first: [{"label", "score"}, ...]."""
+    row = np.asarray(probabilities, dtype=np.float64)
+    if row.shape != (NUM_CLASSES,):
+        raise ValueError(f"expected one row of {NUM_CLASSES} probabilities, got {row.shape}")
+    if not 1 <= k <= NUM_CLASSES:
+        raise ValueError(f"k must be within 1..{NUM_CLASSES}, got {k}")
+    labels = imagenet_labels()
+    # A stable sort keeps ties in class order, so equal inputs always give equal lists.
+    best = np.argsort(-row, kind="stable")[:k]
+    return [{"label": labels[index], "score": round(float(row[index]), 4)} for index in best]
+
+
+def preprocess(pixels: npt.NDArray[np.uint8]) -> FloatArray:
+    """HxWx3 uint8 RGB -> (3, 224, 224) float32: shorter side 256, centre crop 224, (x-127)/128.
+
+    The centre crop is taken in source coordinates and resized straight to 224x224 (PIL's `box`):
+    the same pixels as resizing the whole image then cropping, without materialising a huge
+    intermediate for a long thin image (1x12000 would otherwise become 256x3,072,000).
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
+    height, width = pixels.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
+    scale = RESIZE_SIDE / min(width, height)
+    half = INPUT_SIDE / 2 / scale  # half the crop's side, in source pixels
+    centre_x, centre_y = width / 2, height / 2
+    box = (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    crop = image.resize((INPUT_SIDE, INPUT_SIDE), Image.Resampling.BILINEAR, box=box)
+    normalised = (np.asarray(crop, dtype=np.float32) - PIXEL_MEAN) * PIXEL_SCALE
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+class SemanticModel:
+    """Look-alike embeddings (similar things, not copies of one photo) and ImageNet labels.
+
+    One forward pass gives both: `predict` returns "embedding" (N, 1280) unit rows and
+    "probabilities" (N, 1000) softmax rows in `imagenet_labels()` order.
+    """
+
+    id = "dupify-semantic-1"
+    version = "1"
+    dimensions = EMBEDDING_DIMS
+    task = "embedding"
+    created = 1_735_689_600  # 2025-01-01T00:00:00Z; fixed for version "1", never bumped in place
+    labels_version = LABELS_VERSION
+    input_shape: tuple[int, ...] = (3, INPUT_SIDE, INPUT_SIDE)
+    working_side = RESIZE_SIDE
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        cache_dir: Path | None = None,
+        weights_path: Path | None = None,
+    ) -> None:
+        graph, self.graph_path = load_or_build(cache_dir, weights_path)
+        self.session = OrtSession(graph, device=device, intra_op_threads=intra_op_threads)
+        self.labels = imagenet_labels()
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """Fail at load, not on the first request, if the graph is not what this class expects."""
+        embedding, probabilities = self._run(np.zeros((1, *self.input_shape), dtype=np.float32))
+        if embedding.shape != (1, self.dimensions) or probabilities.shape != (1, NUM_CLASSES):
+            raise RuntimeError(
+                f"unexpected EfficientNet-Lite0 outputs {embedding.shape}, {probabilities.shape}"
+            )
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.providers
+
+    def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
+        return preprocess(pixels)
+
+    def _run(self, batch: FloatArray) -> tuple[Array, Array]:
+        embedding, probabilities = self.session.run(
+            [EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT], {INPUT_NAME: batch}
+        )
+        return embedding, probabilities
+
+    def predict(self, batch: FloatArray) -> Mapping[str, Array]:
+        """(N, 3, 224, 224) preprocessed tensors -> unit-norm embeddings and class probabilities."""
+        batch = checked_batch(batch, self.input_shape)
+        if len(batch) == 0:
+            return {
+                EMBEDDING: np.zeros((0, self.dimensions), dtype=np.float32),
+                PROBABILITIES: np.zeros((0, NUM_CLASSES), dtype=np.float32),
+            }
+        pooled, probabilities = self._run(batch)
+        return {
+            EMBEDDING: unit_rows(pooled),
+            PROBABILITIES: probabilities.astype(np.float32, copy=False),
+        }

