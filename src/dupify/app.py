@@ -21,6 +21,7 @@ from dupify.images.workers import Decoder
 from dupify.inference.registry import ModelRegistry
 from dupify.keys.secret import server_secret
 from dupify.limits.backends import open_backends
+from dupify.limits.metering import Meter
 from dupify.pipeline.analyzer import build_analyzer
 from dupify.portal.mount import install_portal
 from dupify.privacy.retention import RetentionScheduler
@@ -78,6 +79,7 @@ def create_app(
                 recorder=recorder,
                 limiter=limiter,
                 cache=cache,
+                meter=Meter(settings, limiter, recorder, sessions),
                 key_guard=KeyGuessingGuard(settings.abuse),
             )
             if settings.retention.scheduler_enabled:

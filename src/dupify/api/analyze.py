@@ -37,11 +37,10 @@ from dupify.api.schemas import (
     image_request_body,
 )
 from dupify.config import ImageLimits
+from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.images.inputs import RequestBody, decode_base64_image
-from dupify.keys.service import Principal
 from dupify.limits.cache import cached_results
-from dupify.limits.metering import charge_images, settle_images
 from dupify.pipeline.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
 from dupify.server.runtime import Runtime
 
@@ -103,7 +102,7 @@ def _batch_inputs(
     summary="Analyze images: labels, safety, colours, hashes, quality, metadata, text, faces",
 )
 async def analyze(
-    request: Request, principal: Principal = Depends(require_scope("analyze"))
+    request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
@@ -119,7 +118,7 @@ async def analyze(
     )
     for model_id in runtime.analyzer.models_for(analysis):
         runtime.registry.get(model_id)  # an unknown model is the request's error, not each image's
-    await charge_images(request, len(images))
+    await runtime.meter.charge(ctx, len(images))
 
     async def analyze_missing(indices: list[int]) -> list[bytes | ApiError]:
         outcomes = await runtime.analyzer.analyze([images[i][1] for i in indices], analysis)
@@ -130,7 +129,7 @@ async def analyze(
 
     versions = runtime.analyzer.model_versions(analysis)
     outcomes, cache_state = await cached_results(
-        request,
+        ctx,
         runtime.cache,
         runtime.secret,
         [data for _, data in images],
@@ -147,7 +146,7 @@ async def analyze(
     results: list[dict[str, Any]] = []
     for index, ((param, _), outcome) in enumerate(zip(images, outcomes, strict=True)):
         if isinstance(outcome, ApiError):
-            error = outcome.at(param).body(getattr(request.state, "request_id", None))["error"]
+            error = outcome.at(param).body(ctx.request_id)["error"]
             results.append({"index": index, "error": error})
             continue
         result = json.loads(outcome)
@@ -156,13 +155,13 @@ async def analyze(
             result["embedding"] = encode_vector(vector, options.encoding_format)
         results.append({"index": index, **result})
     processed = sum(1 for outcome in outcomes if not isinstance(outcome, ApiError))
-    await settle_images(request, processed)  # images that failed are not billed
+    await runtime.meter.settle(ctx, processed)  # images that failed are not billed
     return JSONResponse(
         {
             "object": "analysis",
             "results": results,
             "models": versions,
-            "usage": {"images": processed, "cached_images": request.state.cached_images},
+            "usage": {"images": processed, "cached_images": ctx.cached_images},
         },
         headers={"X-Cache": cache_state},
     )
@@ -183,20 +182,20 @@ def _result_bytes(result: dict[str, Any]) -> bytes:
     summary="Compare two images: exact, near-duplicate, similar or different",
 )
 async def compare_images(
-    request: Request, principal: Principal = Depends(require_scope("analyze"))
+    request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
     images = _compare_inputs(body, limits)
-    first, second = await _fingerprints(request, runtime, images)
+    (first, second), cache_state = await _fingerprints(ctx, runtime, images)
     return JSONResponse(
         {
             "object": "comparison",
             "model": VISUAL_MODEL,
             **compare(first, second, DEFAULT_THRESHOLDS),
-            "usage": {"images": 2, "cached_images": request.state.cached_images},
+            "usage": {"images": 2, "cached_images": ctx.cached_images},
         },
-        headers={"X-Cache": request.state.x_cache},
+        headers={"X-Cache": cache_state},
     )
 
 
@@ -234,31 +233,31 @@ def _compare_inputs(body: RequestBody, limits: ImageLimits) -> list[tuple[str, b
     summary="Group the duplicates in a batch of 2..64 images",
 )
 async def find_duplicates(
-    request: Request, principal: Principal = Depends(require_scope("analyze"))
+    request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
     _, images = _batch_inputs(
         body, dict(request.query_params), limits, MAX_DUPLICATES_IMAGES, minimum=2
     )
-    fingerprints = await _fingerprints(request, runtime, images)
+    fingerprints, cache_state = await _fingerprints(ctx, runtime, images)
     return JSONResponse(
         {
             "object": "duplicates",
             "model": VISUAL_MODEL,
             "groups": group_duplicates(fingerprints, DEFAULT_THRESHOLDS),
             "thresholds": DEFAULT_THRESHOLDS.as_dict(),
-            "usage": {"images": len(images), "cached_images": request.state.cached_images},
+            "usage": {"images": len(images), "cached_images": ctx.cached_images},
         },
-        headers={"X-Cache": request.state.x_cache},
+        headers={"X-Cache": cache_state},
     )
 
 
 async def _fingerprints(
-    request: Request, runtime: Runtime, images: Sequence[tuple[str, bytes]]
-) -> list[Fingerprint]:
+    ctx: RequestContext, runtime: Runtime, images: Sequence[tuple[str, bytes]]
+) -> tuple[list[Fingerprint], str]:
     """Each image's hashes and dupify-visual-1 embedding, through the cache; bills the images."""
-    await charge_images(request, len(images))
+    await runtime.meter.charge(ctx, len(images))
     model = runtime.registry.get(VISUAL_MODEL)
 
     async def fingerprint_missing(indices: list[int]) -> list[bytes]:
@@ -268,8 +267,8 @@ async def _fingerprints(
         )
         return [_fingerprint_bytes(fingerprint) for fingerprint in fingerprints]
 
-    stored, request.state.x_cache = await cached_results(
-        request,
+    stored, cache_state = await cached_results(
+        ctx,
         runtime.cache,
         runtime.secret,
         [data for _, data in images],
@@ -277,7 +276,7 @@ async def _fingerprints(
         {"result": "fingerprint"},
         fingerprint_missing,
     )
-    return [_fingerprint_from_bytes(value) for value in stored]
+    return [_fingerprint_from_bytes(value) for value in stored], cache_state
 
 
 def _fingerprint_bytes(fingerprint: Fingerprint) -> bytes:

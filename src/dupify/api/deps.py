@@ -1,23 +1,30 @@
-"""Request dependencies: the runtime, and API-key authentication checked before any body is read."""
+"""Request dependencies: the runtime, the request's typed context, and API-key authentication
+checked before any body is read."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Depends, Request
 
+from dupify.context import RequestContext
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
-from dupify.limits.metering import enforce_rate_limit, release_unbilled_images
 from dupify.server.client_address import client_address
+from dupify.server.middleware import context_of
 from dupify.server.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def get_context(request: Request) -> RequestContext:
+    """The request's typed context (request id, caller, usage), made by the request middleware."""
+    return context_of(request.state)
 
 
 def _bearer_token(request: Request) -> str:
@@ -34,18 +41,20 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def authenticate_request(request: Request) -> Principal:
+async def authenticate_request(request: Request) -> RequestContext:
     """The caller's key, checked offline (format, checksum) and then against the database.
 
     Malformed, unknown, revoked and expired keys all get one code, so the answer is no oracle.
     The lookup runs on every request: a revoked or suspended key is refused on the next request
     everywhere. A client address that presented too many invalid keys gets 429 for a while.
+    Returns the request's context with the caller filled in, after the per-key rate limit.
     """
     token = _bearer_token(request)
     runtime = get_runtime(request)
+    ctx = get_context(request)
     # The client address only names a throttle counter (in memory, hashed in Redis): never stored.
-    address = client_address(request, runtime.settings.portal.trust_forwarded_proto)
-    await runtime.key_guard.refuse_if_guessing(runtime.limiter, address)
+    ctx.client_address = client_address(request, runtime.settings.portal.trust_forwarded_proto)
+    await runtime.key_guard.refuse_if_guessing(runtime.limiter, ctx.client_address)
 
     def lookup() -> Principal | Rejection:
         with runtime.sessions() as session:
@@ -53,24 +62,36 @@ async def authenticate_request(request: Request) -> Principal:
 
     result = await asyncio.to_thread(lookup)
     if isinstance(result, Principal):
-        request.state.account_id = result.account_id
-        request.state.key_id = result.key_id
-        request.state.plan = result.plan
-        await enforce_rate_limit(request, runtime, result)
-        return result
+        ctx.identify(
+            account_id=result.account_id,
+            key_id=result.key_id,
+            plan=result.plan,
+            scopes=frozenset(result.scopes),
+        )
+        await runtime.meter.enforce_rate_limit(ctx)
+        return ctx
     if result is Rejection.suspended:
         raise ApiError("account_suspended", "This API key or its account is suspended.")
-    await runtime.key_guard.count_invalid_key(runtime.limiter, address)
+    await runtime.key_guard.count_invalid_key(runtime.limiter, ctx.client_address)
     raise ApiError("invalid_api_key", "The API key is not valid (check it, or create a new one).")
 
 
-def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+async def release_unbilled_images(request: Request) -> AsyncIterator[None]:
+    """Dependency: if the route fails after charging images, give the reservation back."""
+    try:
+        yield
+    except BaseException:
+        await get_runtime(request).meter.release(get_context(request))
+        raise
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[RequestContext]]:
     async def dependency(
         request: Request, _quota: None = Depends(release_unbilled_images)
-    ) -> Principal:
-        principal = await authenticate_request(request)
-        if scope not in principal.scopes:
+    ) -> RequestContext:
+        ctx = await authenticate_request(request)
+        if scope not in ctx.scopes:
             raise ApiError("insufficient_scope", f"This API key lacks the {scope!r} scope.")
-        return principal
+        return ctx
 
     return dependency

@@ -23,12 +23,11 @@ from dupify.api.schemas import (
     image_request_body,
 )
 from dupify.config import ImageLimits
+from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.images.inputs import RequestBody, decode_base64_image
 from dupify.inference.models.base import unit_rows
-from dupify.keys.service import Principal
 from dupify.limits.cache import cached_results
-from dupify.limits.metering import charge_images
 from dupify.server.runtime import Runtime
 
 router = APIRouter()
@@ -99,7 +98,7 @@ def _truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     tags=["images"],
 )
 async def create_embeddings(
-    request: Request, principal: Principal = Depends(require_scope("embeddings"))
+    request: Request, ctx: RequestContext = Depends(require_scope("embeddings"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
@@ -111,7 +110,7 @@ async def create_embeddings(
             f"dimensions: {model.id} has {model.dimensions} dimensions; ask for at most that",
             param="dimensions",
         )
-    await charge_images(request, len(images))
+    await runtime.meter.charge(ctx, len(images))
 
     async def embed_missing(indices: list[int]) -> list[bytes]:
         # Only cache misses reach the decoder and the model; the full vector is cached (as
@@ -123,7 +122,7 @@ async def create_embeddings(
         return [row.astype("<f4").tobytes() for row in full]
 
     results, cache_state = await cached_results(
-        request,
+        ctx,
         runtime.cache,
         runtime.secret,
         [data for _, data in images],
@@ -140,7 +139,7 @@ async def create_embeddings(
                 {"index": index, "embedding": encode_vector(vector, options.encoding_format)}
                 for index, vector in enumerate(vectors)
             ],
-            "usage": {"images": len(images), "cached_images": request.state.cached_images},
+            "usage": {"images": len(images), "cached_images": ctx.cached_images},
         }
     )
     return JSONResponse(response.model_dump(), headers={"X-Cache": cache_state})
@@ -156,7 +155,7 @@ async def create_embeddings(
     tags=["models"],
 )
 async def list_models(
-    request: Request, principal: Principal = Depends(authenticate_request)
+    request: Request, ctx: RequestContext = Depends(authenticate_request)
 ) -> ModelList:
     return ModelList.model_validate({"data": get_runtime(request).registry.describe()})
 

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from dupify.api.deps import get_runtime
+from dupify.api.deps import get_context, get_runtime
 from dupify.errors import ApiError, invalid_request_from
 from dupify.images.inputs import RequestBody, read_request_body
 from dupify.server.runtime import Runtime
@@ -23,7 +23,7 @@ async def read_image_request(request: Request) -> tuple[Runtime, RequestBody]:
     (after the key was checked) and noted for the usage log."""
     runtime = get_runtime(request)
     body = await read_request_body(request, runtime.settings.limits)
-    request.state.bytes_in = body.size
+    get_context(request).bytes_in = body.size
     return runtime, body
 
 

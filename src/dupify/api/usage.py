@@ -22,10 +22,9 @@ from sqlalchemy.orm import Session
 
 from dupify.api.deps import get_runtime, require_scope
 from dupify.api.schemas import error_responses
+from dupify.context import RequestContext
 from dupify.db import utcnow
 from dupify.errors import ApiError
-from dupify.keys.service import Principal
-from dupify.limits.metering import images_used_this_month
 from dupify.limits.ratelimit import month_of
 from dupify.usage.models import RequestLog
 
@@ -164,7 +163,7 @@ async def get_usage(
     request: Request,
     start: str | None = None,
     end: str | None = None,
-    principal: Principal = Depends(require_scope("usage:read")),
+    ctx: RequestContext = Depends(require_scope("usage:read")),
 ) -> UsageReport:
     """`start` and `end` are UTC days, both included (default: this month so far)."""
     runtime = get_runtime(request)
@@ -184,19 +183,19 @@ async def get_usage(
 
     def load() -> list[Any]:
         with runtime.sessions() as session:
-            return usage_rows(session, principal.account_id, since, until)
+            return usage_rows(session, ctx.caller, since, until)
 
     rows = await asyncio.to_thread(load)
     data, totals = await asyncio.to_thread(summarise, rows)
-    plan = runtime.settings.plan(principal.plan)
-    used = await images_used_this_month(runtime, principal.account_id, now)
+    plan = runtime.settings.plan(ctx.plan)
+    used = await runtime.meter.images_used_this_month(ctx.caller, now)
     return UsageReport(
         start=first,
         end=last,
         data=data,
         totals=totals,
         plan=PlanUsage(
-            name=principal.plan,
+            name=ctx.plan,
             requests_per_minute=plan.requests_per_minute,
             images_per_month=plan.images_per_month,
             images_used=used,

@@ -23,9 +23,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from fastapi import Request
 from redis.asyncio import Redis
 
+from dupify.context import RequestContext
 from dupify.limits.kv import KvUnavailable, RedisKv, keyed_tag
 
 ResultT = TypeVar("ResultT")
@@ -80,12 +80,6 @@ def x_cache(hits: int, total: int) -> str:
     if total > 0 and hits == total:
         return "hit"
     return "partial" if hits > 0 else "miss"
-
-
-def record_cache_use(request: Request, hits: int, total: int) -> str:
-    """Note the cached images for the usage-log row and return the X-Cache header value."""
-    request.state.cached_images = hits
-    return x_cache(hits, total)
 
 
 class ResultCache(Protocol):
@@ -239,7 +233,7 @@ class RedisCache:
 
 
 async def cached_results(
-    request: Request,
+    ctx: RequestContext,
     cache: ResultCache,
     secret: bytes,
     images: Sequence[bytes],
@@ -249,14 +243,14 @@ async def cached_results(
 ) -> tuple[list[bytes | ResultT], str]:
     """The per-image cache step of an image route: one result per image, in order, and X-Cache.
 
-    Looks every image up (keyed by `request.state.account_id`, the bytes, `model_version` and
+    Looks every image up (keyed by the caller's account, the bytes, `model_version` and
     `params`); calls `compute(indices)` only for the misses, once per distinct image (a batch
     may repeat one), which returns their results in the same order (decoding and inference
     happen there, so a hit skips both); stores the `bytes` ones (anything else, e.g. a per-image
     error, is passed through and never cached: a decode timeout may not recur); and records
-    `request.state.cached_images`. A batch with hits and misses is `partial`.
+    `ctx.cached_images` (the usage-log row's count). A batch with hits and misses is `partial`.
     """
-    account_id: str = request.state.account_id
+    account_id = ctx.caller
     keys = await cache_keys(secret, account_id, images, model_version, params)
     found = await cache.get_many(keys)
     missing = [index for index, value in enumerate(found) if value is None]
@@ -274,4 +268,5 @@ async def cached_results(
         await cache.set_many({k: value for k, value in by_key.items() if isinstance(value, bytes)})
     hits = len(images) - len(missing)
     complete = [b"" if value is None else value for value in results]
-    return complete, record_cache_use(request, hits, len(images))
+    ctx.cached_images = hits
+    return complete, x_cache(hits, len(images))

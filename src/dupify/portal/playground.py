@@ -1,7 +1,7 @@
 """The playground's work: one or two uploaded images through the API's own analysis pipeline.
 
 The images go through `runtime.analyzer` (what `/v1/analyze` and `/v1/compare` run), are billed
-to the account's monthly quota by `metering.charge_images` (what the API calls) and leave one
+to the account's monthly quota by the process's `Meter` (what the API calls) and leave one
 request-log row, so they count in the quota, the dashboard and the logs exactly like API calls:
 the analysis bills one image per image, the comparison two more, as the two API calls would.
 """
@@ -12,13 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
-
 from dupify.accounts.models import Account
 from dupify.analysis.similarity import DEFAULT_THRESHOLDS, compare
+from dupify.context import RequestContext
 from dupify.db import utcnow
 from dupify.errors import ApiError
-from dupify.limits.metering import charge_images, settle_images
 from dupify.pipeline.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
 from dupify.server.runtime import Runtime
 from dupify.usage.recorder import RequestRecord
@@ -40,16 +38,18 @@ class PlaygroundOutcome:
 
 
 async def analyse_uploads(
-    request: Request, runtime: Runtime, account: Account, uploads: list[tuple[str, bytes]]
+    ctx: RequestContext, runtime: Runtime, account: Account, uploads: list[tuple[str, bytes]]
 ) -> PlaygroundOutcome:
-    """Analyse each upload; with two, compare them. Raises ApiError (e.g. quota_exceeded)."""
+    """Analyse each upload; with two, compare them. Raises ApiError (e.g. quota_exceeded).
+
+    `ctx` is the portal request's context; the signed-in account becomes its caller (no key).
+    """
     started = time.perf_counter()
-    state = request.state
-    state.account_id, state.plan, state.key_id = account.id, account.plan, None
+    ctx.identify(account_id=account.id, key_id=None, plan=account.plan)
     wants_comparison = len(uploads) == 2
     status, error_code = 200, None
     try:
-        await charge_images(request, len(uploads) + (2 if wants_comparison else 0))
+        await runtime.meter.charge(ctx, len(uploads) + (2 if wants_comparison else 0))
         options = AnalysisOptions(
             features=DEFAULT_FEATURES, embedding_model=runtime.settings.default_model
         )
@@ -67,20 +67,20 @@ async def analyse_uploads(
                 [data for _, data in uploads], ["a", "b"], VISUAL_MODEL
             )
             comparison = compare(first, second, DEFAULT_THRESHOLDS)
-        await settle_images(request, analysed + (2 if comparison is not None else 0))
+        await runtime.meter.settle(ctx, analysed + (2 if comparison is not None else 0))
         return PlaygroundOutcome(images, comparison)
     except ApiError as exc:
         status, error_code = exc.status, exc.code
-        await settle_images(request, 0)
+        await runtime.meter.settle(ctx, 0)
         raise
     except BaseException:
         status, error_code = 500, "internal_error"
-        await settle_images(request, 0)
+        await runtime.meter.settle(ctx, 0)
         raise
     finally:
         runtime.recorder.record(
             RequestRecord(
-                request_id=str(getattr(state, "request_id", "")),
+                request_id=ctx.request_id,
                 created_at=utcnow(),
                 account_id=account.id,
                 key_id=None,
@@ -88,7 +88,7 @@ async def analyse_uploads(
                 status=status,
                 error_code=error_code,
                 latency_ms=round((time.perf_counter() - started) * 1000, 2),
-                images=int(getattr(state, "images", 0) or 0) if status == 200 else 0,
+                images=ctx.images if status == 200 else 0,
                 cached_images=0,
                 bytes_in=sum(len(data) for _, data in uploads),
             )

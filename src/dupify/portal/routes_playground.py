@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from dupify.api.deps import get_context
 from dupify.errors import ApiError
 from dupify.portal.context import Visitor, member
 from dupify.portal.playground import analyse_uploads
@@ -28,7 +29,7 @@ async def playground(v: Visitor = Depends(member)) -> Response:
         errors = {"image_a": "Choose an image to analyse (JPEG, PNG, WebP, GIF or BMP)."}
         return v.render("playground.html", status=400, errors=errors, outcome=None, limits=limits)
     try:
-        outcome = await analyse_uploads(v.request, v.runtime, v.account, uploads[:2])
+        outcome = await analyse_uploads(get_context(v.request), v.runtime, v.account, uploads[:2])
     except ApiError as exc:
         return v.render(
             "playground.html",

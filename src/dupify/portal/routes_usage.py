@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from dupify.db import utcnow
-from dupify.limits.metering import images_used_this_month
 from dupify.limits.ratelimit import month_of
 from dupify.portal import usage_views
 from dupify.portal.context import Visitor, member
@@ -37,7 +36,7 @@ async def dashboard(v: Visitor = Depends(member)) -> Response:
 
     summary, errors = await asyncio.to_thread(load)
     plan = v.runtime.settings.plan(account.plan)
-    used = await images_used_this_month(v.runtime, account.id, now)
+    used = await v.runtime.meter.images_used_this_month(account.id, now)
     _, renews = month_of(now)
     return v.render(
         "dashboard.html",

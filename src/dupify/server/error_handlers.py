@@ -8,17 +8,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dupify.errors import ApiError, invalid_request_from
-
-
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
+from dupify.server.middleware import context_of
 
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
-    request.state.error_code = error.code
-    return JSONResponse(
-        error.body(request_id_of(request)), status_code=error.status, headers=error.headers
-    )
+    ctx = context_of(request.state)
+    ctx.error_code = error.code
+    return JSONResponse(error.body(ctx.request_id), status_code=error.status, headers=error.headers)
 
 
 def _from_http_exception(exc: StarletteHTTPException) -> ApiError:

@@ -18,8 +18,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.inference.registry import ModelRegistry
+from dupify.server.middleware import CONTEXT_KEY
 
 # The codes that mean "the bytes were not an image we could decode within the caps".
 DECODE_FAILURES = frozenset(
@@ -81,16 +83,15 @@ class Metrics:
         method = method if method in KNOWN_METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
-        state = scope.get("state", {})
-        code = state.get("error_code")
-        if code in DECODE_FAILURES:
-            self.decode_failures.labels(code).inc()
-        images, cached = state.get("images"), state.get("cached_images")
-        if status < 400 and isinstance(images, int) and images:
-            self.images.labels(route).inc(images)
-            hits = cached if isinstance(cached, int) else 0
-            self.cache.labels("hit").inc(hits)
-            self.cache.labels("miss").inc(images - hits)
+        ctx = scope.get("state", {}).get(CONTEXT_KEY)
+        if not isinstance(ctx, RequestContext):
+            return
+        if ctx.error_code in DECODE_FAILURES:
+            self.decode_failures.labels(ctx.error_code).inc()
+        if status < 400 and ctx.images:
+            self.images.labels(route).inc(ctx.images)
+            self.cache.labels("hit").inc(ctx.cached_images)
+            self.cache.labels("miss").inc(ctx.images - ctx.cached_images)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dupify.context import RequestContext
 from dupify.db import new_id, utcnow
 from dupify.errors import ApiError
 from dupify.usage.recorder import RequestRecord, UsageRecorder
@@ -21,6 +22,8 @@ log = logging.getLogger("dupify.request")
 # A client-chosen id is echoed only when it cannot smuggle anything into logs or headers.
 _WELL_FORMED_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
 _LOGGED_PREFIX = "/v1/"
+# Where the typed RequestContext travels in the ASGI scope's state (read by `context_of`).
+CONTEXT_KEY = "dupify_context"
 
 
 class RequestContextMiddleware:
@@ -37,8 +40,9 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = self._request_id(scope)
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        ctx = RequestContext(request_id=request_id)
+        # The one thing this layer keeps on the framework's request: the typed context.
+        scope.setdefault("state", {})[CONTEXT_KEY] = ctx
         status = 500
         response_started = False
 
@@ -49,7 +53,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = list(message.get("headers", []))
-                headers.extend(_extra_headers(state, headers))
+                headers.extend(_extra_headers(ctx, headers))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 headers.append((b"x-processing-ms", f"{elapsed_ms:.1f}".encode("latin-1")))
                 message = {**message, "headers": headers}
@@ -59,12 +63,12 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_context)
         except Exception:
             log.exception("internal error request_id=%s", request_id)
-            state["error_code"] = "internal_error"
+            ctx.error_code = "internal_error"
             status = 500
             if not response_started:
                 await self._send_internal_error(send_with_context, request_id)
         finally:
-            self._record(scope, state, request_id, status, started)
+            self._record(scope, ctx, status, started)
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope.get("headers", []):
@@ -90,9 +94,7 @@ class RequestContextMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _record(
-        self, scope: Scope, state: dict[str, object], request_id: str, status: int, started: float
-    ) -> None:
+    def _record(self, scope: Scope, ctx: RequestContext, status: int, started: float) -> None:
         if not scope.get("path", "").startswith(_LOGGED_PREFIX):
             return
         recorder = self.recorder()
@@ -102,40 +104,38 @@ class RequestContextMiddleware:
         template = getattr(route, "path", None) or "(no route)"
         recorder.record(
             RequestRecord(
-                request_id=request_id,
+                request_id=ctx.request_id,
                 created_at=utcnow(),
-                account_id=_str_or_none(state.get("account_id")),
-                key_id=_str_or_none(state.get("key_id")),
+                account_id=ctx.account_id,
+                key_id=ctx.key_id,
                 endpoint=f"{scope.get('method', '?')} {template}",
                 status=status,
-                error_code=_str_or_none(state.get("error_code")),
+                error_code=ctx.error_code,
                 latency_ms=round((time.perf_counter() - started) * 1000, 2),
-                images=_int(state.get("images")),
-                cached_images=_int(state.get("cached_images")),
-                bytes_in=_int(state.get("bytes_in")),
+                images=ctx.images,
+                cached_images=ctx.cached_images,
+                bytes_in=ctx.bytes_in,
             )
         )
 
 
 def _extra_headers(
-    state: dict[str, object], present: list[tuple[bytes, bytes]]
+    ctx: RequestContext, present: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
     """Headers a dependency set for whatever response follows (e.g. the rate-limit headers,
     which belong on errors too); a header the response already has is kept as it is."""
-    extra = state.get("response_headers")
-    if not isinstance(extra, dict):
-        return []
     names = {name.lower() for name, _ in present}
-    return [
+    extra = [
         (name.lower().encode("latin-1"), str(value).encode("latin-1"))
-        for name, value in extra.items()
-        if name.lower().encode("latin-1") not in names
+        for name, value in ctx.response_headers.items()
     ]
+    return [(name, value) for name, value in extra if name not in names]
 
 
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+def context_of(state: object) -> RequestContext:
+    """The request's typed context, from a request's `state` (set up by the middleware).
 
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
+    A request that did not pass through the middleware (none in this app) gets a fresh one.
+    """
+    ctx = getattr(state, CONTEXT_KEY, None)
+    return ctx if isinstance(ctx, RequestContext) else RequestContext(request_id=new_id("req"))

@@ -12,6 +12,7 @@ from dupify.config import Settings
 from dupify.images.workers import Decoder
 from dupify.inference.registry import ModelRegistry
 from dupify.limits.cache import ResultCache
+from dupify.limits.metering import Meter
 from dupify.limits.ratelimit import Limiter
 from dupify.pipeline.analyzer import Analyzer
 from dupify.usage.recorder import UsageRecorder
@@ -29,4 +30,5 @@ class Runtime:
     recorder: UsageRecorder
     limiter: Limiter  # rate limits, quotas, throttles (dupify.limits.ratelimit)
     cache: ResultCache  # the 24-hour result cache (dupify.limits.cache)
+    meter: Meter  # rate limits and quota reservations per request (dupify.limits.metering)
     key_guard: KeyGuessingGuard  # the API-key guessing throttle (dupify.abuse.guard)
