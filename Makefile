@@ -1,4 +1,6 @@
-# Dupify: `make run` serves on embedded defaults, `make test` runs the whole suite.
+# Dupify: `make run` serves on embedded defaults, `make test` runs the whole suite, `make check`
+# (what CI runs, .ci/run) checks formatting, lint and types, then runs the suite. Each creates
+# .venv and installs what it needs; the tests also start PostgreSQL/Redis and install chromium.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -37,6 +39,7 @@ services:
 browser:
 	scripts/ensure-chromium.sh
 
+# Any non-zero pytest status fails the target, 5 (no tests collected) included.
 test: install-test services browser
 	$(BIN)/python -m pytest
 

@@ -38,7 +38,10 @@ from skimage import data as samples
 
 from dupify.config import ImageLimits, InferenceSettings
 from dupify.images.workers import Decoder
+from dupify.inference.backend import LocalBackend
 from dupify.inference.registry import ModelRegistry
+from dupify.inference.session import SessionPolicy
+from dupify.pipeline.pipeline import Pipeline, build_pipeline
 
 MODEL = "dupify-visual-1"
 SEMANTIC_MODEL = "dupify-semantic-1"  # the second bundled model, measured alone beside it
@@ -80,17 +83,12 @@ async def model_alone(
     return total // batch * batch
 
 
-async def pipeline(
-    registry: ModelRegistry, decoder: Decoder, image: bytes, total: int, concurrency: int
-) -> int:
-    model = registry.get(MODEL)
+async def pipeline(image_pipeline: Pipeline, image: bytes, total: int, concurrency: int) -> int:
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
         async with semaphore:
-            decoded = await decoder.decode(image, model.working_side)
-            tensor = await asyncio.to_thread(model.preprocess, decoded.pixels)
-            await registry.embed(MODEL, [tensor])
+            await image_pipeline.embed_all([image], ["input"], MODEL)
 
     await asyncio.gather(*(one() for _ in range(total)))
     return total
@@ -171,9 +169,13 @@ async def main() -> None:
     cores = len(os.sched_getaffinity(0))
     inference = InferenceSettings(intra_op_threads=cores)
     registry = ModelRegistry(inference)
-    await registry.start()
+    backend = LocalBackend(registry, inference)
+    await backend.start()
     decoder = Decoder(ImageLimits(), workers=cores)
     decoder.warm_up()
+    image_pipeline = build_pipeline(
+        decoder, registry, backend, SessionPolicy.from_settings(inference)
+    )
     photos = {"512 px": jpeg_of((512, 384)), "12 MP": jpeg_of((4000, 3000))}
 
     rows: list[tuple[str, str, float, list[float]]] = []
@@ -190,11 +192,11 @@ async def main() -> None:
         rows.append((f"{SEMANTIC_MODEL} alone, batch {batch}", "tensor", median, rates))
     for label, image in photos.items():
         median, rates = await images_per_second(
-            lambda image=image: pipeline(registry, decoder, image, args.images, args.concurrency),
+            lambda image=image: pipeline(image_pipeline, image, args.images, args.concurrency),
             args.rounds,
         )
         rows.append(("pipeline: decode + preprocess + model", label, median, rates))
-    await registry.stop()
+    await backend.stop()
     decoder.close()
 
     with tempfile.TemporaryDirectory() as workdir:

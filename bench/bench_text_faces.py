@@ -18,7 +18,8 @@ import numpy.typing as npt
 import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
-from dupify.analysis import faces, text
+from dupify.inference.models import faces, text
+from dupify.inference.session import SessionPolicy
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -57,10 +58,10 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    reader = text.TextReader()
+    reader = text.TextReader(SessionPolicy())
     text_load = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
-    detector = faces.FaceDetector()
+    detector = faces.FaceDetector(SessionPolicy())
     faces_load = (time.perf_counter() - start) * 1000
     print(f"load: TextReader {text_load:.0f} ms, FaceDetector {faces_load:.0f} ms")
 

@@ -1,4 +1,5 @@
-"""create_app(settings): a lifespan that builds the database, decoder, models and usage log."""
+"""create_app(settings): a lifespan that builds the database, the image pipeline (decoder,
+models, inference backend) and the usage log."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from dupify.api.usage import router as usage_router
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
 from dupify.images.workers import Decoder
-from dupify.inference.registry import ModelRegistry
+from dupify.inference.backend import InferenceBackend, LocalBackend
+from dupify.inference.registry import ModelRegistry, roles_for
+from dupify.inference.session import SessionPolicy
 from dupify.keys.secret import server_secret
 from dupify.limits.backends import open_backends
 from dupify.limits.metering import Meter
-from dupify.pipeline.analyzer import build_analyzer
+from dupify.pipeline.pipeline import build_pipeline
 from dupify.portal.mount import install_portal
 from dupify.privacy.retention import RetentionScheduler
 from dupify.server.error_handlers import install_error_handlers
@@ -41,9 +44,12 @@ def create_app(
     *,
     decoder: Decoder | None = None,
     registry: ModelRegistry | None = None,
+    backend: InferenceBackend | None = None,
 ) -> FastAPI:
-    """The application. A `decoder` or `registry` passed in is shared and left running on exit
-    (tests build them once per session); otherwise the app owns and closes its own."""
+    """The application. A `decoder`, `registry` or `backend` passed in is shared and left
+    running on exit (tests build them once per session, or wrap the backend to watch it);
+    otherwise the app owns and closes its own. Without a `backend`, the registry's models run
+    in this process (`LocalBackend`)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -60,9 +66,14 @@ def create_app(
                 await asyncio.to_thread(own_decoder.warm_up)
             own_registry = registry
             if own_registry is None:
-                own_registry = await asyncio.to_thread(ModelRegistry, settings.inference)
-                await own_registry.start()
-                stack.push_async_callback(own_registry.stop)
+                own_registry = await asyncio.to_thread(
+                    ModelRegistry, settings.inference, roles=roles_for(settings)
+                )
+            own_backend = backend
+            if own_backend is None:
+                own_backend = LocalBackend(own_registry, settings.inference)
+                await own_backend.start()
+                stack.push_async_callback(own_backend.stop)
             recorder = UsageRecorder(sessions, settings.usage_log)
             await recorder.start()
             stack.push_async_callback(recorder.stop)
@@ -73,9 +84,14 @@ def create_app(
                 engine=engine,
                 sessions=sessions,
                 secret=secret,
-                decoder=own_decoder,
                 registry=own_registry,
-                analyzer=build_analyzer(own_decoder, own_registry, settings),
+                backend=own_backend,
+                pipeline=build_pipeline(
+                    own_decoder,
+                    own_registry,
+                    own_backend,
+                    SessionPolicy.from_settings(settings.inference),
+                ),
                 recorder=recorder,
                 limiter=limiter,
                 cache=cache,
@@ -114,11 +130,11 @@ def create_app(
         RequestContextMiddleware, recorder=current_recorder, header=settings.request_id_header
     )
 
-    def current_models() -> ModelRegistry | None:
+    def current_backend() -> InferenceBackend | None:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
-        return runtime.registry if runtime else None
+        return runtime.backend if runtime else None
 
-    app.state.metrics = Metrics(current_models)
+    app.state.metrics = Metrics(current_backend)
     # Outermost, so even the last-resort 500 is counted.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

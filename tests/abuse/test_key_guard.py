@@ -11,15 +11,7 @@ from dupify.abuse.guard import KeyGuessingGuard
 from dupify.config import AbuseSettings
 from dupify.errors import ApiError
 from dupify.limits.ratelimit import Limiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from support.clock import Clock
 
 SETTINGS = AbuseSettings(bad_key_attempts=2, bad_key_window=timedelta(seconds=60))
 

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from conftest import make_settings
 from dupify.abuse.monitor import (
     RATE_LIMIT_FLAG,
     SPIKE_FLAG,
@@ -24,6 +23,7 @@ from dupify.jobs.lease import HOLDER_MAX
 from dupify.keys.service import create_key
 from dupify.privacy.retention import RetentionScheduler
 from dupify.usage.models import RequestLog
+from support.settings import make_settings
 
 SETTINGS = AbuseSettings(
     rate_limit_hits_to_flag=5,

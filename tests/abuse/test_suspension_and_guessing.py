@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
-from conftest import Api
 from dupify.abuse.service import set_account_suspended, set_key_suspended
 from dupify.accounts.service import require_by_email
 from dupify.config import AbuseSettings
 from dupify.db import session_factory, transaction
 from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError
+from support.api import Api
 
 
 def auth(key: str) -> dict[str, str]:
@@ -85,11 +84,7 @@ async def test_guessing_keys_from_one_address_gets_429_and_other_clients_are_una
         # While throttled, even the real key is refused: 429 vs 200 would reveal a right guess.
         assert (await running.client.get("/v1/models", headers=auth(real_key))).status_code == 429
 
-        elsewhere = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=running.app, client=("198.51.100.7", 4242)),
-            base_url="http://dupify.test",
-        )
-        async with elsewhere:
+        async with running.new_client(client=("198.51.100.7", 4242)) as elsewhere:
             assert (await elsewhere.get("/v1/models", headers=auth(real_key))).status_code == 200
 
 

@@ -23,10 +23,11 @@ from dupify.analysis.similarity import (
     compare,
     group_duplicates,
 )
-from dupify.config import ImageLimits
-from dupify.images.decoding import decode_image
+from dupify.errors import ApiError
+from dupify.inference.backend import InferenceBackend
 from dupify.inference.models.visual import NSFW
 from dupify.inference.registry import ModelRegistry
+from dupify.pipeline.pipeline import Pipeline
 from support.samples import altered_copies, encode, sample_photo, sample_photos
 
 MODEL = "dupify-visual-1"
@@ -205,42 +206,36 @@ def test_safety_rejects_non_probabilities(probability: float) -> None:
         safety_verdict(probability)
 
 
-async def test_bundled_sample_photos_are_safe(registry: ModelRegistry) -> None:
+async def test_bundled_sample_photos_are_safe(
+    registry: ModelRegistry, backend: InferenceBackend
+) -> None:
     model = registry.get(MODEL)
     names = ["chelsea", "coffee", "camera", "astronaut", "rocket"]
-    rows = await registry.infer(MODEL, [model.preprocess(sample_photo(n)) for n in names])
+    rows = await backend.infer(MODEL, [model.preprocess(sample_photo(n)) for n in names])
     for name, row in zip(names, rows, strict=True):
+        assert not isinstance(row, ApiError), name
         assert safety_verdict(float(row[NSFW]))["verdict"] == "safe", name
 
 
 # --- duplicates: real photos through the real pipeline ---------------------------------------
 
 
-async def fingerprints_of(registry: ModelRegistry, files: list[bytes]) -> list[Fingerprint]:
-    """Fingerprints as the API makes them: decode at the model's working side, hash, embed."""
-    model = registry.get(MODEL)
-    images = [decode_image(data, ImageLimits(), model.working_side) for data in files]
-    embeddings = await registry.embed(MODEL, [model.preprocess(image.pixels) for image in images])
-    return [
-        Fingerprint(
-            sha256=sha256_hex(data),
-            pixel_sha256=image.pixel_sha256,
-            phash=phash(image.pixels),
-            dhash=dhash(image.pixels),
-            embedding=embedding,
-        )
-        for data, image, embedding in zip(files, images, embeddings, strict=True)
-    ]
+async def fingerprints_of(pipeline: Pipeline, files: list[bytes]) -> list[Fingerprint]:
+    """Fingerprints as the API makes them: the pipeline decodes at the model's working side,
+    hashes and embeds."""
+    fingerprints = await pipeline.fingerprints_all(files, [f"file[{i}]" for i in range(len(files))])
+    assert {item.embedding.shape for item in fingerprints} == {(1024,)}
+    return fingerprints
 
 
 @pytest.fixture(scope="module")
-async def copies(registry: ModelRegistry) -> dict[str, dict[str, Fingerprint]]:
+async def copies(pipeline: Pipeline) -> dict[str, dict[str, Fingerprint]]:
     """For 10 photos: the photo (PNG) and each altered copy, fingerprinted."""
     files: list[tuple[str, str, bytes]] = []
     for name, rgb in sample_photos(10):
         files.append((name, "original", encode(rgb, "PNG")))
         files.extend((name, kind, data) for kind, data in altered_copies(rgb).items())
-    prints = await fingerprints_of(registry, [data for _, _, data in files])
+    prints = await fingerprints_of(pipeline, [data for _, _, data in files])
     result: dict[str, dict[str, Fingerprint]] = {}
     for (name, kind, _), fingerprint in zip(files, prints, strict=True):
         result.setdefault(name, {})[kind] = fingerprint

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from conftest import Api
+from support.api import Api
 from support.samples import encode, photo_jpeg, sample_photo
 
 ALL_FEATURES = [
@@ -103,12 +103,12 @@ async def test_a_bad_image_in_a_batch_gets_its_own_error_and_the_rest_succeed(ap
 async def test_every_feature_runs_each_model_exactly_once(api: Api) -> None:
     key = api.new_key()
     photo = np.asarray(Image.fromarray(sample_photo("astronaut")).resize((1000, 1000)))
-    registry = api.app.state.runtime.registry
-    before = {name: stats.items for name, stats in registry.stats().items()}
+    backend = api.app.state.runtime.backend
+    before = {name: stats.items for name, stats in backend.stats().items()}
     body = await analyze(
         api, key, input=b64(encode(photo, "JPEG", quality=90)), features=ALL_FEATURES
     )
-    after = {name: stats.items for name, stats in registry.stats().items()}
+    after = {name: stats.items for name, stats in backend.stats().items()}
     assert {name: after[name] - before[name] for name in after} == {
         "dupify-visual-1": 1,
         "dupify-semantic-1": 1,
@@ -242,14 +242,14 @@ async def test_analyze_needs_the_analyze_scope(api: Api) -> None:
 async def test_a_repeated_analysis_is_served_from_the_cache_without_the_models(api: Api) -> None:
     key = api.new_key()
     headers = {"Authorization": f"Bearer {key}"}
-    registry = api.app.state.runtime.registry
+    backend = api.app.state.runtime.backend
     photo, other = b64(photo_jpeg("coins")), b64(photo_jpeg("moon"))
     first = await api.client.post("/v1/analyze", json={"input": photo}, headers=headers)
     assert first.headers["X-Cache"] == "miss"
-    before = {name: stats.items for name, stats in registry.stats().items()}
+    before = {name: stats.items for name, stats in backend.stats().items()}
     second = await api.client.post("/v1/analyze", json={"input": photo}, headers=headers)
     assert second.headers["X-Cache"] == "hit"
-    assert {name: stats.items for name, stats in registry.stats().items()} == before
+    assert {name: stats.items for name, stats in backend.stats().items()} == before
     assert second.json()["results"] == first.json()["results"]
     assert second.json()["usage"] == {"images": 1, "cached_images": 1}
     mixed = await api.client.post("/v1/analyze", json={"input": [photo, other]}, headers=headers)

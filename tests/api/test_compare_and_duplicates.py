@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from conftest import Api
+from support.api import Api
 from support.samples import altered_copies, encode, sample_photo, sample_photos
 
 NEAR_COPIES = ("resized_50", "cropped_80", "jpeg_q30", "watermarked")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from conftest import Api
+from support.api import Api
 
 
 async def test_openapi_documents_every_route_and_its_errors(api: Api) -> None:

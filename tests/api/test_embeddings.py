@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from conftest import Api
+from support.api import Api
 from support.samples import photo_jpeg
 
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import Api
 from dupify.keys.format import generate_key
+from support.api import Api
 from support.samples import photo_jpeg
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
-from dupify.config import ImageLimits, MiB
 from dupify.images.workers import Decoder
+from support.api import Api
+from support.fixtures import BIG_LIMITS
 from support.samples import noise_png
 
 
@@ -63,17 +63,6 @@ def _writes_or_temp(opened: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         if event.startswith("tempfile") or in_temp or writing:
             suspicious.append((event, args))
     return suspicious
-
-
-BIG_LIMITS = ImageLimits(max_image_bytes=20 * MiB, max_body_bytes=32 * MiB)
-
-
-@pytest.fixture(scope="module")
-def big_decoder() -> Iterator[Decoder]:
-    decoder = Decoder(BIG_LIMITS, workers=1)
-    decoder.warm_up()  # worker start-up (a pipe handshake) belongs to boot, not to a request
-    yield decoder
-    decoder.close()
 
 
 @pytest.fixture

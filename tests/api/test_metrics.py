@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Api
+from support.api import Api
 from support.samples import photo_jpeg
 
 TOKEN = "metrics-token-for-tests-0123456789"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Api
+from support.api import Api
 from support.samples import photo_jpeg
 
 ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import Api
 from dupify.cli.main import app
+from support.api import Api
 from support.samples import altered_copies, encode, sample_photos
 
 COPY_KINDS = ("resized_50", "cropped_80", "jpeg_q30", "watermarked", "webp_lossless")

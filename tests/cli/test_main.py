@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from typer.testing import CliRunner
 
-from conftest import TEST_SECRET
 from dupify.cli.main import app
 from dupify.keys.format import is_well_formed
+from support.cli import Run
 
 
-@pytest.fixture
-def run(database_url: str):  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-    env = {"DUPIFY_DATABASE_URL": database_url, "DUPIFY_SECRET_KEY": TEST_SECRET, "COLUMNS": "200"}
-
-    def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(app, list(args), env=env)
-        return result.exit_code, result.output
-
-    return invoke
-
-
-def test_account_and_key_lifecycle(run) -> None:  # type: ignore[no-untyped-def]
+def test_account_and_key_lifecycle(run: Run) -> None:
     code, output = run("account", "create", "--email", "Ada@Example.com", "--name", "Ada")
     assert code == 0, output
     code, output = run("account", "create", "--email", "ada@example.com", "--name", "Again")

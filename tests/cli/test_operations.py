@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import update
-from typer.testing import CliRunner
 
-from conftest import TEST_SECRET
 from dupify.accounts.models import Account
-from dupify.cli.main import app
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import enqueue
+from support.cli import Run
 from support.smtp_sink import SmtpSink
-
-Run = Callable[..., tuple[int, str]]
-
-
-@pytest.fixture
-def run(database_url: str, sink: SmtpSink) -> Run:
-    runner = CliRunner()
-    env = {
-        "DUPIFY_DATABASE_URL": database_url,
-        "DUPIFY_SECRET_KEY": TEST_SECRET,
-        "DUPIFY_SMTP_URL": sink.url,
-        "COLUMNS": "250",
-    }
-
-    def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(app, list(args), env=env)
-        return result.exit_code, result.output
-
-    return invoke
 
 
 def make_account(run: Run, email: str) -> None:

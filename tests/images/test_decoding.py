@@ -442,7 +442,7 @@ async def test_a_slow_decode_times_out_while_others_are_served(pool: Decoder) ->
 
 async def test_a_crashed_worker_is_an_invalid_image(pool: Decoder) -> None:
     with pytest.raises(ApiError) as caught:
-        await pool._run(os._exit, 3)
+        await pool.run(os._exit, 3)
     assert caught.value.code == "invalid_image"
     assert (await pool.decode(SMALL_PNG)).format == "png"
 
@@ -453,7 +453,7 @@ async def test_the_pool_is_rebuilt_when_an_idle_worker_dies(
     decoder = Decoder(LIMITS, workers=1)
     try:
         decoder.warm_up()
-        os.kill(await decoder._run(os.getpid), signal.SIGKILL)
+        os.kill(await decoder.run(os.getpid), signal.SIGKILL)
         await asyncio.sleep(0.5)  # pebble polls its workers every 0.1 s and declares itself broken
         assert (await decoder.decode(SMALL_PNG)).format == "png"
         assert "decoder pool broken" in caplog.text

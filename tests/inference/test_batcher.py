@@ -14,6 +14,7 @@ import pytest
 
 from dupify.errors import ApiError
 from dupify.inference.batcher import MicroBatcher
+from support.waiting import wait_until
 
 Array = npt.NDArray[Any]
 
@@ -75,14 +76,6 @@ async def batcher(model: Model) -> AsyncIterator[MicroBatcher]:
     yield batcher
     model.release.set()
     await batcher.stop()
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    """Let other tasks run until `condition()` holds (tests only)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.001)
 
 
 async def test_concurrent_submits_are_grouped_and_rows_routed(
@@ -166,7 +159,7 @@ async def test_full_queue_is_overloaded_with_retry_after(model: Model) -> None:
         running = asyncio.create_task(batcher.submit(item(0)))
         await model.wait_entered()  # item 0 is inside predict, out of the queue
         queued = [asyncio.create_task(batcher.submit(item(i))) for i in (1, 2, 3)]
-        await until(lambda: batcher.queue_depth == 3)
+        await wait_until(lambda: batcher.queue_depth == 3)
 
         with pytest.raises(ApiError) as caught:
             await batcher.submit(item(4))
@@ -192,7 +185,7 @@ async def test_a_request_larger_than_free_space_is_refused_whole(model: Model) -
         running = asyncio.create_task(batcher.submit(item(0)))
         await model.wait_entered()
         queued = asyncio.create_task(batcher.submit(item(1)))
-        await until(lambda: batcher.queue_depth == 1)
+        await wait_until(lambda: batcher.queue_depth == 1)
         with pytest.raises(ApiError, match="queue is full"):
             await batcher.submit_many([item(i) for i in range(3)])
         assert batcher.queue_depth == 1
@@ -229,7 +222,7 @@ async def test_a_cancelled_caller_does_not_break_the_batch(
     await model.wait_entered()
     gone = asyncio.create_task(batcher.submit(item(1)))
     stays = asyncio.create_task(batcher.submit(item(2)))
-    await until(lambda: batcher.queue_depth == 2)
+    await wait_until(lambda: batcher.queue_depth == 2)
     gone.cancel()  # the client went away while its item waited
     model.release.set()
 

@@ -10,13 +10,16 @@ import pickletools
 import struct
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from dupify.analysis.vectors import top_labels
 from dupify.config import InferenceSettings
+from dupify.errors import ApiError
+from dupify.inference.assets import AssetError
+from dupify.inference.backend import LocalBackend
 from dupify.inference.models.effnet_graph import (
     BUILDER_VERSION,
     build_effnet_lite0,
@@ -27,12 +30,9 @@ from dupify.inference.models.effnet_graph import (
 from dupify.inference.models.effnet_weights import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
-    WEIGHTS_SHA256,
-    WeightsFileError,
-    bundled_weights_path,
+    WEIGHTS,
     load_bundled_state_dict,
     load_legacy_state_dict,
-    read_weights_bytes,
 )
 from dupify.inference.models.semantic import (
     LABELS_VERSION,
@@ -40,30 +40,30 @@ from dupify.inference.models.semantic import (
     SemanticModel,
     imagenet_labels,
     preprocess,
-    top_labels,
 )
 from dupify.inference.registry import ModelRegistry, load_default_models
+from dupify.inference.session import SessionPolicy
+from support.api import Api
 from support.samples import photo_jpeg, sample_photo
-
-if TYPE_CHECKING:  # tests/vision/conftest.py shadows the top-level conftest module at run time
-    from conftest import Api
 
 CATS = {"tabby cat", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
 @pytest.fixture(scope="module")
 def semantic_model(tmp_path_factory: pytest.TempPathFactory) -> SemanticModel:
-    return SemanticModel(intra_op_threads=2, cache_dir=tmp_path_factory.mktemp("model-cache"))
+    return SemanticModel(
+        SessionPolicy(intra_op_threads=2), cache_dir=tmp_path_factory.mktemp("model-cache")
+    )
 
 
 @pytest.fixture(scope="module")
 def weights_bytes() -> bytes:
-    return read_weights_bytes(bundled_weights_path())
+    return WEIGHTS.read()
 
 
 def _labels_of(model: SemanticModel, name: str, k: int = 3) -> list[dict[str, object]]:
     outputs = model.predict(model.preprocess(sample_photo(name))[None])
-    return top_labels(outputs[PROBABILITIES][0], k)
+    return top_labels(outputs[PROBABILITIES][0], model.label_names, k)
 
 
 # --- the weights, read without torch --------------------------------------------------------
@@ -71,7 +71,7 @@ def _labels_of(model: SemanticModel, name: str, k: int = 3) -> list[dict[str, ob
 
 def test_state_dict_is_read_into_numpy_without_torch() -> None:
     weights, digest = load_bundled_state_dict()
-    assert digest == WEIGHTS_SHA256
+    assert digest == WEIGHTS.sha256
     assert len(weights) == 296
     assert sum(array.size for array in weights.values()) == 4_694_073
     assert weights["_conv_stem.weight"].shape == (32, 3, 3, 3)
@@ -110,26 +110,26 @@ class _CallsEval:
 def test_restricted_unpickler_refuses_code_in_the_state_dict(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     malicious = _legacy_file(pickle.dumps({"x": _RunsACommand(marker)}, protocol=2))
-    with pytest.raises(WeightsFileError, match=r"system, which is not allowed"):
+    with pytest.raises(AssetError, match=r"system, which is not allowed"):
         load_legacy_state_dict(malicious)
     assert not marker.exists()
 
-    with pytest.raises(WeightsFileError, match=r"\.eval, which is not allowed"):
+    with pytest.raises(AssetError, match=r"\.eval, which is not allowed"):
         load_legacy_state_dict(_legacy_file(pickle.dumps(_CallsEval(), protocol=2)))
 
 
 def test_restricted_unpickler_refuses_globals_in_the_header_and_bad_files(
     weights_bytes: bytes,
 ) -> None:
-    with pytest.raises(WeightsFileError, match="not allowed"):
+    with pytest.raises(AssetError, match="not allowed"):
         load_legacy_state_dict(_legacy_file(b"", header=(_CallsEval(), 1001, {})))
-    with pytest.raises(WeightsFileError, match="bad magic number"):
+    with pytest.raises(AssetError, match="bad magic number"):
         load_legacy_state_dict(pickle.dumps(12345, protocol=2))
-    with pytest.raises(WeightsFileError, match="not a state dict"):
+    with pytest.raises(AssetError, match="not a state dict"):
         load_legacy_state_dict(_legacy_file(pickle.dumps([1, 2, 3], protocol=2)))
-    with pytest.raises(WeightsFileError, match="ends inside"):
+    with pytest.raises(AssetError, match="ends inside"):
         load_legacy_state_dict(weights_bytes[: len(weights_bytes) // 2])
-    with pytest.raises(WeightsFileError, match="malformed weights pickle"):
+    with pytest.raises(AssetError, match="malformed weights pickle"):
         load_legacy_state_dict(b"\x80\x02garbage")
 
 
@@ -140,10 +140,10 @@ def test_weights_are_checked_against_their_pinned_digest(
     altered[-1] ^= 0xFF
     path = tmp_path / "altered.pth"
     path.write_bytes(bytes(altered))
-    with pytest.raises(WeightsFileError, match="sha256"):
-        read_weights_bytes(path)
-    with pytest.raises(WeightsFileError, match="cannot read"):
-        read_weights_bytes(tmp_path / "missing.pth")
+    with pytest.raises(AssetError, match="sha256"):
+        WEIGHTS.read(path)
+    with pytest.raises(AssetError, match="cannot read"):
+        WEIGHTS.read(tmp_path / "missing.pth")
 
 
 def test_a_storage_element_count_that_disagrees_is_refused(weights_bytes: bytes) -> None:
@@ -159,7 +159,7 @@ def test_a_storage_element_count_that_disagrees_is_refused(weights_bytes: bytes)
     assert 0 < count <= 1000 * 1280  # no tensor is larger than the classifier's weight
     bad = bytearray(weights_bytes)
     struct.pack_into("<q", bad, count_at, count + 1)
-    with pytest.raises(WeightsFileError, match="elements"):
+    with pytest.raises(AssetError, match="elements"):
         load_legacy_state_dict(bytes(bad))
 
 
@@ -177,18 +177,18 @@ def test_the_graph_build_is_deterministic(weights_bytes: bytes) -> None:
     weights = load_legacy_state_dict(weights_bytes)
     first = build_effnet_lite0(weights)
     assert build_effnet_lite0(load_legacy_state_dict(weights_bytes)) == first
-    with pytest.raises(WeightsFileError, match="not used by the graph"):
+    with pytest.raises(AssetError, match="not used by the graph"):
         build_effnet_lite0({**weights, "_extra.weight": np.zeros(1, dtype=np.float32)})
     del weights["_fc.bias"]
-    with pytest.raises(WeightsFileError, match=r"no tensor '_fc\.bias'"):
+    with pytest.raises(AssetError, match=r"no tensor '_fc\.bias'"):
         build_effnet_lite0(weights)
 
 
 def test_the_cache_is_named_by_checksum_and_rebuilt_when_corrupt(tmp_path: Path) -> None:
     graph, location = load_or_build(tmp_path)
     path = Path(location)
-    assert path == cache_path(tmp_path, WEIGHTS_SHA256)
-    assert WEIGHTS_SHA256[:16] in path.name and f"-b{BUILDER_VERSION}." in path.name
+    assert path == cache_path(tmp_path, WEIGHTS.sha256)
+    assert WEIGHTS.sha256[:16] in path.name and f"-b{BUILDER_VERSION}." in path.name
     sidecar = path.with_name(path.name + ".sha256")
     assert path.read_bytes() == graph
     assert sidecar.read_text().strip() == hashlib.sha256(graph).hexdigest()
@@ -209,7 +209,7 @@ def test_the_cache_is_named_by_checksum_and_rebuilt_when_corrupt(tmp_path: Path)
     assert load_or_build(tmp_path)[0] == graph and sidecar.is_file()
 
     # A model loads from what the cache now holds.
-    model = SemanticModel(intra_op_threads=1, cache_dir=tmp_path)
+    model = SemanticModel(SessionPolicy(intra_op_threads=1), cache_dir=tmp_path)
     assert model.graph_path == str(path)
 
 
@@ -298,14 +298,15 @@ def test_preprocess_matches_resize_then_crop_and_handles_extreme_shapes() -> Non
 def test_top_labels_shape_and_validation() -> None:
     row = np.zeros(1000, dtype=np.float32)
     row[[967, 968, 504]] = [0.7, 0.2, 0.1]
-    assert top_labels(row, 2) == [
+    labels = imagenet_labels()
+    assert top_labels(row, labels, 2) == [
         {"label": "espresso", "score": 0.7},
         {"label": "cup", "score": 0.2},
     ]
     with pytest.raises(ValueError, match="1000 probabilities"):
-        top_labels(row[:10], 2)
+        top_labels(row[:10], labels, 2)
     with pytest.raises(ValueError, match="k must be"):
-        top_labels(row, 0)
+        top_labels(row, labels, 0)
 
 
 # --- registry and API -------------------------------------------------------------------------
@@ -322,22 +323,23 @@ def test_a_selection_of_bundled_models_uses_the_configured_cache(tmp_path: Path)
         load_default_models(settings, only={"dupify-nope-1"})
 
 
-async def test_the_registry_counts_each_models_images(
-    registry: ModelRegistry, semantic_model: SemanticModel
+async def test_the_backend_counts_each_models_images(
+    registry: ModelRegistry, backend: LocalBackend, semantic_model: SemanticModel
 ) -> None:
     assert registry.ids[0] == "dupify-visual-1"  # the default model stays first
     pixels = sample_photo("chelsea")
-    before = registry.images_predicted()
+    before = {name: stats.items for name, stats in backend.stats().items()}
     visual = registry.get("dupify-visual-1").preprocess(pixels)
     semantic = registry.get("dupify-semantic-1").preprocess(pixels)
-    [visual_rows] = await registry.infer("dupify-visual-1", [visual])
-    rows = await registry.infer("dupify-semantic-1", [semantic, semantic])
-    after = registry.images_predicted()
+    [visual_rows] = await backend.infer("dupify-visual-1", [visual])
+    rows = await backend.infer("dupify-semantic-1", [semantic, semantic])
+    after = {name: stats.items for name, stats in backend.stats().items()}
     assert {name: after[name] - before[name] for name in after} == {
         "dupify-visual-1": 1,
         "dupify-semantic-1": 2,
     }
-    assert set(visual_rows) == {"embedding", "nsfw"}
+    assert not isinstance(visual_rows, ApiError) and set(visual_rows) == {"embedding", "nsfw"}
+    assert not isinstance(rows[0], ApiError)
     assert set(rows[0]) == {"embedding", PROBABILITIES}
     assert rows[0]["embedding"].shape == (1280,)
     # The registry's model and a separately loaded one agree (the same cached graph bytes).

@@ -11,7 +11,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from dupify.config import available_cores
-from dupify.inference.session import CPU_PROVIDER, CUDA_PROVIDER, OrtSession, providers_for
+from dupify.inference.session import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    OrtSession,
+    SessionPolicy,
+    providers_for,
+)
 
 HAS_CUDA = CUDA_PROVIDER in ort.get_available_providers()
 
@@ -45,22 +51,24 @@ def test_auto_follows_what_onnxruntime_offers(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime has CUDA")
 def test_auto_on_this_machine_is_cpu() -> None:
     assert providers_for("auto") == [CPU_PROVIDER]
-    assert OrtSession(_double_graph(), device="auto").providers == [CPU_PROVIDER]
+    assert OrtSession(_double_graph(), SessionPolicy(device="auto")).providers == [CPU_PROVIDER]
 
 
 def test_unknown_device_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         providers_for("tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        SessionPolicy(device="tpu")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime has CUDA")
 def test_cuda_without_cuda_fails_at_load_with_a_clear_message() -> None:
     with pytest.raises(RuntimeError, match=r"CUDAExecutionProvider.*onnxruntime-gpu"):
-        OrtSession(_double_graph(), device="cuda")
+        OrtSession(_double_graph(), SessionPolicy(device="cuda"))
 
 
 def test_runs_a_graph_on_cpu_with_explicit_options() -> None:
-    session = OrtSession(_double_graph(), device="cpu", intra_op_threads=1)
+    session = OrtSession(_double_graph(), SessionPolicy(device="cpu", intra_op_threads=1))
     assert session.providers == [CPU_PROVIDER]
     assert session.device == "cpu"
     assert (session.input_names, session.output_names) == (["x"], ["y"])
@@ -80,11 +88,11 @@ def test_runs_a_graph_on_cpu_with_explicit_options() -> None:
 def test_zero_threads_means_one_per_available_core(tmp_path: Path) -> None:
     path = tmp_path / "double.onnx"
     path.write_bytes(_double_graph())
-    session = OrtSession(str(path), device="cpu", intra_op_threads=0)
+    session = OrtSession(str(path), SessionPolicy(device="cpu", intra_op_threads=0))
     assert session.intra_op_threads == available_cores() >= 1
     assert session._session.get_session_options().intra_op_num_threads == available_cores()
 
 
 def test_negative_threads_are_rejected() -> None:
     with pytest.raises(ValueError, match="intra_op_threads"):
-        OrtSession(_double_graph(), intra_op_threads=-1)
+        SessionPolicy(intra_op_threads=-1)

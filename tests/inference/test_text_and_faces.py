@@ -17,20 +17,16 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+import onnxruntime
 import pytest
 import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 from sklearn.datasets import load_sample_image
 
-from dupify.inference.models.faces import Face, FaceDetector
-from dupify.inference.models.text import (
-    MODEL_SHA256,
-    OcrModelError,
-    TextLine,
-    TextReader,
-    bundled_model_dir,
-    verify_models,
-)
+from dupify.inference.assets import AssetError
+from dupify.inference.models.faces import CASCADE, Face, FaceDetector
+from dupify.inference.models.text import MODELS, TextLine, TextReader, verify_models
+from dupify.inference.session import SessionPolicy
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -40,12 +36,12 @@ ASTRONAUT_FACE = (175, 65, 95, 100)
 
 @pytest.fixture(scope="session")
 def text_reader() -> TextReader:
-    return TextReader(intra_op_threads=0)
+    return TextReader(SessionPolicy(intra_op_threads=0))
 
 
 @pytest.fixture(scope="session")
 def face_detector() -> FaceDetector:
-    return FaceDetector(threads=0)
+    return FaceDetector(SessionPolicy(intra_op_threads=0))
 
 
 def truetype_font(size: int) -> ImageFont.FreeTypeFont:
@@ -184,24 +180,42 @@ def test_rejects_pixels_that_are_not_rgb(text_reader: TextReader) -> None:
 
 
 def test_models_are_the_pinned_files_inside_the_package() -> None:
-    model_dir = bundled_model_dir()
+    model_dir = MODELS[0].locate().parent
 
-    paths = verify_models(model_dir)
+    paths = verify_models()
 
-    assert set(paths) == set(MODEL_SHA256)
-    assert all(path.parent == model_dir and path.is_file() for path in paths.values())
+    assert [path.name for path in paths] == [Path(asset.path).name for asset in MODELS]
+    assert len({asset.sha256 for asset in MODELS}) == 3
+    assert all(path.parent == model_dir and path.is_file() for path in paths)
+    assert verify_models(model_dir) == paths
 
 
 def test_an_altered_model_file_is_refused(tmp_path: Path) -> None:
-    for name in MODEL_SHA256:
-        shutil.copyfile(bundled_model_dir() / name, tmp_path / name)
+    for path in verify_models():
+        shutil.copyfile(path, tmp_path / path.name)
     altered = tmp_path / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
     data = bytearray(altered.read_bytes())
     data[-1] ^= 0xFF
     altered.write_bytes(bytes(data))
 
-    with pytest.raises(OcrModelError, match="sha256"):
+    with pytest.raises(AssetError, match="sha256"):
         verify_models(tmp_path)
+
+
+def test_an_altered_face_cascade_is_refused(tmp_path: Path) -> None:
+    altered = tmp_path / "cascade.xml"
+    altered.write_bytes(CASCADE.locate().read_bytes() + b" ")
+    with pytest.raises(AssetError, match="sha256"):
+        CASCADE.read(altered)
+
+
+def test_ocr_and_faces_take_threads_and_device_from_the_session_policy() -> None:
+    policy = SessionPolicy(device="cpu", intra_op_threads=1)
+    assert TextReader(policy).intra_op_threads == 1
+    assert FaceDetector(policy).threads == 1
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            TextReader(SessionPolicy(device="cuda"))
 
 
 def test_only_the_headless_opencv_is_installed() -> None:
@@ -262,7 +276,7 @@ def test_loads_and_reads_without_network_or_files_written() -> None:
     assert control
 
     with recorder.recording() as events:
-        reader = TextReader(intra_op_threads=1)
+        reader = TextReader(SessionPolicy(intra_op_threads=1))
         lines = reader.read(pixels)
 
     assert [normalised(line["text"]) for line in lines] == ["OFFLINE"]

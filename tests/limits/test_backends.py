@@ -16,17 +16,10 @@ from dupify.config import Settings
 from dupify.limits.backends import open_backends
 from dupify.limits.cache import EmbeddedCache, ResultCache, cache_key
 from dupify.limits.ratelimit import API_KEY_BUCKET, Limiter, MemoryCounters
+from support.clock import Clock
 
 SECRET = b"backend-test-secret-" + b"y" * 20
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings_for(overrides: dict[str, Any], **more: Any) -> Settings:

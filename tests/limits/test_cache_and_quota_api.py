@@ -14,10 +14,10 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from conftest import Api
 from dupify.accounts.models import Account
 from dupify.db import session_factory, transaction, utcnow
 from dupify.usage.models import RequestLog
+from support.api import Api
 from support.samples import noise_png, photo_jpeg
 
 
@@ -26,7 +26,7 @@ def b64(data: bytes) -> str:
 
 
 def model_items(api: Api) -> int:
-    return api.app.state.runtime.registry.stats()["dupify-visual-1"].items  # type: ignore[no-any-return]
+    return api.app.state.runtime.backend.stats()["dupify-visual-1"].items  # type: ignore[no-any-return]
 
 
 async def embed(api: Api, key: str, images: list[bytes], **options: Any) -> Any:

@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
-from conftest import TEST_SECRET
-from dupify.cli.main import app
+from support.cli import cli_env, cli_runner
 
 
 def test_create_with_a_plan_and_change_it(database_url: str) -> None:
-    runner = CliRunner()
-    env = {
-        "DUPIFY_DATABASE_URL": database_url,
-        "DUPIFY_SECRET_KEY": TEST_SECRET,
-        "DUPIFY_PLANS__TEAM__REQUESTS_PER_MINUTE": "120",
-        "DUPIFY_PLANS__TEAM__IMAGES_PER_MONTH": "5000",
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str) -> tuple[int, str]:
-        result = runner.invoke(app, list(args), env=env)
-        return result.exit_code, result.output
+    run = cli_runner(
+        cli_env(
+            database_url,
+            DUPIFY_PLANS__TEAM__REQUESTS_PER_MINUTE="120",
+            DUPIFY_PLANS__TEAM__IMAGES_PER_MONTH="5000",
+        )
+    )
 
     def plan_of(email: str) -> str:
         code, output = run("account", "list", "--json")

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
 from dupify.config import RedisSettings
 from dupify.limits.kv import KvUnavailable, RedisKv
 from dupify.limits.ratelimit import Limiter
+from support.api import Api
 from support.kv import RedisServer
 from support.samples import noise_png
+from support.waiting import wait_until
 
 # No request may take longer than this, whatever Redis does (the must-hold of issue 4).
 STALL_LIMIT_S = 1.0
@@ -72,11 +73,9 @@ class Traffic:
         assert slowest < STALL_LIMIT_S, f"a request stalled for {slowest:.2f} s"
 
 
-async def wait_until_redis_is_used(api: Api, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while api.app.state.runtime.limiter.status() != "ok":
-        assert time.monotonic() < deadline, "redis was not used again after it came back"
-        await asyncio.sleep(0.1)
+async def wait_until_redis_is_used(api: Api) -> None:
+    limiter = api.app.state.runtime.limiter
+    await wait_until(lambda: limiter.status() == "ok", "redis used again after it came back", 10)
 
 
 async def cache_states(api: Api, key: str, image: bytes) -> list[str]:
@@ -191,10 +190,7 @@ async def test_redis_comes_back_even_if_a_recovery_hook_fails_once(
         redis_server.stop()
         assert not await kv.check()
         redis_server.start()
-        deadline = time.monotonic() + 10
-        while not (kv.available and recoveries >= 2):
-            assert time.monotonic() < deadline, f"redis never marked up ({recoveries} recoveries)"
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: kv.available and recoveries >= 2, "redis marked up twice", 10)
         assert await kv.check()
     finally:
         await kv.close()
@@ -241,10 +237,7 @@ async def test_no_second_outage_from_connections_to_a_restarted_redis(
         redis_server.stop()
         assert not await kv.check()
         redis_server.start()
-        deadline = time.monotonic() + 10
-        while not kv.available:
-            assert time.monotonic() < deadline, "redis never marked up"
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: kv.available, "redis marked up", 10)
         assert await write_many() == [True] * 16
         assert kv.available
     finally:

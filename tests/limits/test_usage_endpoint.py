@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from dupify.accounts.models import Account
-from dupify.api.usage import percentile
 from dupify.db import session_factory, transaction
 from dupify.usage.models import RequestLog
+from dupify.usage.queries import percentile
 
 
 def log_row(account_id: str, when: datetime, endpoint: str, **fields: Any) -> RequestLog:

@@ -8,21 +8,22 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from conftest import make_settings
 from dupify.accounts.models import Account
 from dupify.accounts.service import create_account
 from dupify.config import MailSettings
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.announcements import announce
 from dupify.mail.delivery import MailSender
-from dupify.mail.models import OutboxMessage, PolicyNotice
+from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import OutboxError, enqueue
+from dupify.privacy.models import PolicyNotice
 from dupify.privacy.policy import (
     acknowledge_policy,
     announce_if_raised,
     announce_policy_change,
     needs_policy_acknowledgement,
 )
+from support.settings import make_settings
 from support.smtp_sink import SmtpSink
 
 

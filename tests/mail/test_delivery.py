@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from conftest import make_settings
 from dupify.config import Environment, MailSettings
 from dupify.db import create_db_engine, session_factory, transaction
-from dupify.mail.delivery import (
-    MailSender,
-    Outcome,
-    Result,
-    claim_due,
-    parse_smtp_url,
-    record_outcomes,
-    retry_delay,
-)
+from dupify.mail.delivery import MailSender, claim_due, record_outcomes, retry_delay
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import OutboxError, enqueue
+from dupify.mail.transports import Outcome, Result, parse_smtp_url
 from support.servers import free_port
+from support.settings import make_settings
 from support.smtp_sink import SmtpSink, running_sink
+from support.waiting import wait_until
 
 FAST = {"poll_interval_s": 0.05, "retry_base_s": 0.1, "retry_max_s": 0.4, "timeout_s": 5}
 
@@ -50,16 +43,6 @@ def row(sessions: sessionmaker[Session], message_id: str) -> OutboxMessage:
         return found
 
 
-async def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
-    """Poll until `condition` holds; the limit only stops a broken test from hanging."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for: {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_queued_message_is_delivered_by_smtp(
     database_url: str, sessions: sessionmaker[Session], sink: SmtpSink
 ) -> None:
@@ -68,7 +51,7 @@ async def test_a_queued_message_is_delivered_by_smtp(
     await sender.start()
     try:
         message_id = queue(sessions, to="ada@example.com")
-        await wait_for(lambda: row(sessions, message_id).state == "sent", "the message is sent")
+        await wait_until(lambda: row(sessions, message_id).state == "sent", "the message is sent")
     finally:
         await sender.stop()
     [received] = sink.to("ada@example.com")
@@ -90,7 +73,7 @@ async def test_the_sender_is_woken_by_a_commit_not_the_poll(
     try:
         await asyncio.sleep(0.1)  # the sender has found nothing and gone to sleep
         message_id = queue(sessions)
-        await wait_for(lambda: row(sessions, message_id).state == "sent", "woken delivery")
+        await wait_until(lambda: row(sessions, message_id).state == "sent", "woken delivery")
     finally:
         await sender.stop()
 
@@ -118,11 +101,11 @@ async def test_a_down_server_means_retries_with_back_off_then_delivery(
     await sender.start()
     try:
         # The third claim comes only after the second failure was recorded.
-        await wait_for(lambda: row(sessions, message_id).attempts >= 3, "two failed attempts")
+        await wait_until(lambda: row(sessions, message_id).attempts >= 3, "two failed attempts")
         failing = row(sessions, message_id)
         assert failing.state == "pending" and failing.last_error is not None
         with running_sink(SmtpSink(port)) as sink:
-            await wait_for(lambda: row(sessions, message_id).state == "sent", "delivery")
+            await wait_until(lambda: row(sessions, message_id).state == "sent", "delivery")
             assert len(sink.to("grace@example.com")) == 1
     finally:
         await sender.stop()
@@ -295,7 +278,7 @@ async def test_a_slow_server_does_not_make_two_senders_send_a_message_twice(
         try:
             for sender in senders:
                 await sender.start()
-            await wait_for(
+            await wait_until(
                 lambda: all(row(sessions, message_id).state == "sent" for message_id in ids),
                 "every message is sent",
             )

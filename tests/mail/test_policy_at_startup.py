@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -14,15 +13,7 @@ from dupify.db import create_db_engine, session_factory, transaction
 from dupify.mail.models import OutboxMessage
 from support.servers import free_port
 from support.smtp_sink import SmtpSink, running_sink
-
-
-async def wait_until(condition: Callable[[], bool], limit_s: float = 20.0) -> None:
-    """Poll; the limit only stops a broken test from hanging."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not condition():
-        assert loop.time() < deadline, "gave up waiting"
-        await asyncio.sleep(0.02)
+from support.waiting import wait_until
 
 
 async def test_starting_with_a_raised_version_emails_every_account_once(

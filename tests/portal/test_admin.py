@@ -6,11 +6,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from test_pages import create_key_via_page, embed
 
-from conftest import Api
+from dupify.abuse.models import AbuseFlag
 from dupify.accounts.models import Account
 from dupify.audit.models import AuditEvent
-from dupify.keys.models import AbuseFlag
 from dupify.mail.models import OutboxMessage
+from support.api import Api
 from support.portal import Member, csrf_of, signed_in_member
 
 

@@ -10,7 +10,6 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conftest import TEST_SECRET, Api
 from dupify.accounts.models import Account, OneTimeToken, WebSession
 from dupify.audit.models import AuditEvent
 from dupify.db import utcnow
@@ -18,6 +17,7 @@ from dupify.mail.models import OutboxMessage
 from dupify.portal.passwords import HASHER
 from dupify.portal.sessions import session_id_for
 from dupify.portal.throttle import EMAIL_REQUESTS_PER_WINDOW
+from support.api import Api
 from support.portal import (
     PASSWORD,
     csrf_of,
@@ -27,12 +27,7 @@ from support.portal import (
     sign_up,
     signed_in_member,
 )
-
-
-def _client(api: Api) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api.app), base_url="http://dupify.test"
-    )
+from support.settings import TEST_SECRET
 
 
 def _sessions_of(api: Api, account_id: str) -> int:
@@ -44,7 +39,7 @@ def _sessions_of(api: Api, account_id: str) -> int:
 
 
 async def test_signup_without_age_confirmation_is_refused_with_a_clear_message(api: Api) -> None:
-    async with _client(api) as client:
+    async with api.new_client() as client:
         response = await post_form(
             client,
             "/signup",
@@ -59,7 +54,7 @@ async def test_signup_without_age_confirmation_is_refused_with_a_clear_message(a
 
 
 async def test_signup_verify_login_logout(api: Api) -> None:
-    async with _client(api) as client:
+    async with api.new_client() as client:
         await sign_up(api, client, "Ada@Example.com")
         with Session(api.engine) as db:
             account = db.scalars(select(Account).where(Account.email == "ada@example.com")).one()
@@ -106,7 +101,7 @@ async def test_cookies_are_exactly_session_and_csrf_with_safe_attributes(api: Ap
         assert sorted(client.cookies.keys()) == ["dupify_csrf", "dupify_session"]
         response = await client.get("/dashboard")
         assert response.status_code == 200
-        tls = _client(api)
+        tls = api.new_client()
         tls.base_url = httpx.URL("https://dupify.test")
         async with tls:
             page = await tls.get("/login")
@@ -120,7 +115,7 @@ async def test_cookies_are_exactly_session_and_csrf_with_safe_attributes(api: Ap
 
 
 async def test_security_headers_on_every_portal_page(api: Api) -> None:
-    async with _client(api) as client:
+    async with api.new_client() as client:
         for path in ("/", "/login", "/signup", "/privacy", "/static/portal.css"):
             response = await client.get(path)
             assert response.status_code == 200, path
@@ -136,7 +131,7 @@ async def test_security_headers_on_every_portal_page(api: Api) -> None:
 
 
 async def test_form_without_csrf_token_is_refused(api: Api) -> None:
-    async with _client(api) as client:
+    async with api.new_client() as client:
         await client.get("/signup")
         data = {"email": "a@example.com", "name": "A", "password": PASSWORD, "age_confirmed": "yes"}
         missing = await client.post("/signup", data=data)
@@ -156,7 +151,7 @@ async def test_form_without_csrf_token_is_refused(api: Api) -> None:
         assert other_site.status_code == 403
         assert _sessions_of(api, member.account_id) == 1
         # A token from before sign-in is bound to no session: refused after sign-in.
-        anonymous = _client(api)
+        anonymous = api.new_client()
         async with anonymous:
             stale = csrf_of((await anonymous.get("/login")).text)
         client.cookies.set("dupify_csrf", stale)
@@ -168,7 +163,7 @@ async def test_form_without_csrf_token_is_refused(api: Api) -> None:
 async def test_password_reset_ends_every_session(api: Api) -> None:
     member = await signed_in_member(api)
     assert _sessions_of(api, member.account_id) == 1
-    async with _client(api) as stranger:
+    async with api.new_client() as stranger:
         sent = await post_form(
             stranger, "/reset-password", "/reset-password", {"email": member.email}
         )
@@ -202,7 +197,7 @@ async def test_password_reset_ends_every_session(api: Api) -> None:
 async def test_brute_force_sign_in_gets_locked_out(api: Api) -> None:
     member = await signed_in_member(api)
     attempts = api.settings.portal.login_attempts
-    async with _client(api) as attacker:
+    async with api.new_client() as attacker:
         statuses = []
         for guess in range(attempts + 2):
             response = await post_form(
@@ -239,7 +234,7 @@ async def test_repeated_signups_with_a_taken_address_mail_its_holder_once_then_a
     api: Api,
 ) -> None:
     member = await signed_in_member(api)  # its own sign-up counts against the address too
-    async with member, _client(api) as attacker:
+    async with member, api.new_client() as attacker:
         allowed = EMAIL_REQUESTS_PER_WINDOW - 1
         statuses = [(await _try_signup(attacker, member.email)).status_code for _ in range(7)]
         assert statuses == [303] * allowed + [429] * (7 - allowed)
@@ -252,7 +247,7 @@ async def test_signups_from_one_client_address_are_throttled(
     api_factory: Callable[..., Any],
 ) -> None:
     async with api_factory(portal={"login_attempts_per_address": 3}) as running:
-        async with _client(running) as client:
+        async with running.new_client() as client:
             emails = [f"new-{index}@example.com" for index in range(4)]
             statuses = [(await _try_signup(client, email)).status_code for email in emails]
         assert statuses == [303, 303, 303, 429]
@@ -270,7 +265,7 @@ async def test_behind_a_trusted_proxy_tls_and_client_addresses_come_from_its_hea
 ) -> None:
     async with api_factory(portal={"trust_forwarded_proto": True, "login_attempts": 2}) as running:
         member = await signed_in_member(running)
-        async with member, _client(running) as client:
+        async with member, running.new_client() as client:
             proxied = {"X-Forwarded-Proto": "https"}
             page = await client.get("/login", headers=proxied)
             assert page.headers["set-cookie"].startswith("__Host-dupify_csrf=")
@@ -320,7 +315,7 @@ async def test_sessions_are_stored_hashed_and_end_when_idle_or_old(api: Api) -> 
 
 async def test_emailed_links_work_once_and_expire(api: Api) -> None:
     member = await signed_in_member(api)
-    async with member, _client(api) as stranger:
+    async with member, api.new_client() as stranger:
         await post_form(stranger, "/reset-password", "/reset-password", {"email": member.email})
         (link,) = mail_links(api, member.email, "password_reset")
         with Session(api.engine) as db, db.begin():
@@ -335,7 +330,7 @@ async def test_emailed_links_work_once_and_expire(api: Api) -> None:
 
 async def test_a_nul_character_anywhere_is_a_clear_400_not_a_500(api: Api) -> None:
     """PostgreSQL refuses NUL in text: these were 500s there (and stored as-is on SQLite)."""
-    async with _client(api) as stranger:
+    async with api.new_client() as stranger:
         token = csrf_of((await stranger.get("/signup")).text)
         for action, data in (
             ("/login", {"email": "a\x00@example.com", "password": PASSWORD}),

@@ -45,14 +45,15 @@ def _environment(smtp_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sink() -> Iterator[SmtpSink]:
+def module_sink() -> Iterator[SmtpSink]:
+    """The SMTP sink for this module's one server (the shared `sink` lives for one test)."""
     with running_sink(SmtpSink(port=free_port())) as started:
         yield started
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, sink: SmtpSink) -> Iterator[Server]:
-    started = start_server(tmp_path_factory.mktemp("portal-server"), _environment(sink.url))
+def server(tmp_path_factory: pytest.TempPathFactory, module_sink: SmtpSink) -> Iterator[Server]:
+    started = start_server(tmp_path_factory.mktemp("portal-server"), _environment(module_sink.url))
     yield started
     stop_server(started)
 
@@ -121,7 +122,7 @@ class Journey:
 
 
 def test_signup_to_first_call_to_deletion_in_a_real_browser(
-    server: Server, sink: SmtpSink, browser: Browser
+    server: Server, module_sink: SmtpSink, browser: Browser
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
@@ -142,7 +143,7 @@ def test_signup_to_first_call_to_deletion_in_a_real_browser(
     assert "/login" in page.url and "Check your inbox" in page.content()
 
     # Verify by the link that reached the SMTP sink, then sign in.
-    link = _emailed_link(sink, email)
+    link = _emailed_link(module_sink, email)
     assert link.startswith(server.base_url)
     page.goto(link)
     assert "Your email address is confirmed" in page.content()

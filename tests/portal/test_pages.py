@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conftest import Api
 from dupify.accounts.models import Account, DeletionTombstone, WebSession
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.usage.models import RequestLog
+from support.api import Api
 from support.portal import (
     PASSWORD,
     Member,

@@ -11,8 +11,8 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conftest import Api
 from dupify.usage.models import RequestLog
+from support.api import Api
 from support.portal import Member, csrf_of, signed_in_member
 from support.samples import photo_jpeg
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conftest import Api
 from dupify.audit.models import AuditEvent
 from dupify.keys.models import ApiKey
+from support.api import Api
 from support.portal import PASSWORD, post_form, signed_in_member
 
 
@@ -33,10 +32,7 @@ async def test_key_and_session_events_are_audited_once(api: Api) -> None:
         assert revoked.status_code == 303
         again = await post_form(member.client, "/keys", f"/keys/{key_id}/revoke", {})
         assert again.status_code == 303  # revoking twice is one event
-    stranger = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api.app), base_url=str(api.client.base_url)
-    )
-    async with stranger:
+    async with api.new_client() as stranger:
         wrong = {"email": member.email, "password": "wrong" + PASSWORD}
         refused = await post_form(stranger, "/login", "/login", wrong)
         assert refused.status_code != 303

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +14,19 @@ from sqlalchemy import String, Text, func, or_, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
-from conftest import TEST_SECRET, Api
 from dupify.accounts.models import Account, DeletionTombstone
 from dupify.audit.models import AuditEvent
 from dupify.cli.main import app as cli
-from dupify.db import session_factory, transaction
+from dupify.db import session_factory, transaction, unit_of_work
 from dupify.keys.models import ApiKey
 from dupify.privacy import lifecycle
 from dupify.schema.tables import Base
 from dupify.usage.models import RequestLog
 from support.account_data import Person, populate
-from support.cache_backends import BACKENDS, backend_overrides, redis_contents
+from support.api import Api
+from support.cli import cli_env
+from support.kv import redis_contents
 from support.samples import photo_jpeg
-
-
-@pytest.fixture(params=BACKENDS)
-def cache_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    yield from backend_overrides(request.param)
 
 
 def _embedded_entries(runtime: Any) -> int:
@@ -150,7 +146,10 @@ async def _delete_and_search(
     # in it: so every table that can name an account or a key must hold one now.
     assert _tables_without_a_row_about(api, doomed) == []
 
-    report = await lifecycle.delete_account_in_runtime(runtime, doomed.id, initiated_by="self")
+    async with unit_of_work(runtime.sessions) as session:
+        report = await lifecycle.delete_account_in_server(
+            runtime, session, doomed.id, initiated_by="self"
+        )
     assert report.rows_removed["accounts"] == 1 and report.rows_removed["api_keys"] == 2
     assert report.cached_results >= 1
     await api.flush_usage()
@@ -197,7 +196,8 @@ async def _delete_and_search(
     )
     assert refused.status_code == 401
     with pytest.raises(lifecycle.AccountNotFound):
-        await lifecycle.delete_account(sessions, doomed.id, initiated_by="self")
+        async with unit_of_work(sessions) as session:
+            await lifecycle.delete_account(session, doomed.id, initiated_by="self")
 
 
 async def test_cli_delete_needs_confirmation_then_deletes_everywhere(
@@ -218,11 +218,7 @@ async def test_cli_delete_needs_confirmation_then_deletes_everywhere(
         assert written or "redis_url" not in cache_backend
         await api.flush_usage()
 
-        env = {
-            "DUPIFY_DATABASE_URL": database_url,
-            "DUPIFY_SECRET_KEY": TEST_SECRET,
-            "COLUMNS": "200",
-        }
+        env = cli_env(database_url)
         if "redis_url" in cache_backend:
             env["DUPIFY_REDIS_URL"] = cache_backend["redis_url"]
             env["DUPIFY_REDIS__KEY_PREFIX"] = cache_backend["redis"]["key_prefix"]

@@ -21,29 +21,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from conftest import Api
-from dupify.config import ImageLimits, MiB
 from dupify.images.workers import Decoder
 from dupify.schema.tables import Base
-from support.cache_backends import BACKENDS, backend_overrides, redis_contents
+from support.api import Api
+from support.fixtures import BIG_LIMITS
+from support.kv import redis_contents
 from support.samples import noise_png, photo_jpeg
 
 IMAGE_ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")
-BIG_LIMITS = ImageLimits(max_image_bytes=20 * MiB, max_body_bytes=48 * MiB)
 Snapshot = dict[str, tuple[int, int, int]]
-
-
-@pytest.fixture(params=BACKENDS)
-def cache_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    yield from backend_overrides(request.param)
-
-
-@pytest.fixture(scope="module")
-def big_decoder() -> Iterator[Decoder]:
-    decoder = Decoder(BIG_LIMITS, workers=1)
-    decoder.warm_up()
-    yield decoder
-    decoder.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import or_, select
 from typer.testing import CliRunner
 
-from conftest import TEST_SECRET, Api
 from dupify.audit.models import AuditEvent
 from dupify.cli.main import app as cli
 from dupify.db import session_factory, transaction
@@ -24,6 +23,8 @@ from dupify.privacy.lifecycle import (
 )
 from dupify.schema.tables import Base
 from support.account_data import Person, populate
+from support.api import Api
+from support.cli import cli_env
 from support.samples import photo_jpeg
 
 
@@ -44,7 +45,7 @@ def _cli_export(database_url: str, *args: str) -> str:
     result = CliRunner().invoke(
         cli,
         ["account", "export", *args],
-        env={"DUPIFY_DATABASE_URL": database_url, "DUPIFY_SECRET_KEY": TEST_SECRET},
+        env=cli_env(database_url),
     )
     assert result.exit_code == 0, result.output
     return result.output

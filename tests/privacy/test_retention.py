@@ -14,30 +14,23 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from conftest import TEST_SECRET, make_settings
+from dupify.abuse.models import AbuseFlag
 from dupify.accounts.models import OneTimeToken, WebSession
 from dupify.accounts.service import create_account
 from dupify.audit.models import AuditEvent
 from dupify.cli.main import app as cli
 from dupify.db import create_db_engine, new_id, session_factory, transaction, utcnow
 from dupify.jobs.models import JobLease
-from dupify.keys.models import AbuseFlag
 from dupify.limits.cache import EmbeddedCache
 from dupify.mail.models import OutboxMessage
 from dupify.privacy.retention import RetentionScheduler
 from dupify.usage.models import RequestLog
+from support.cli import cli_env
+from support.settings import make_settings
 
 
 def purge(database_url: str) -> str:
-    result = CliRunner().invoke(
-        cli,
-        ["purge"],
-        env={
-            "DUPIFY_DATABASE_URL": database_url,
-            "DUPIFY_SECRET_KEY": TEST_SECRET,
-            "COLUMNS": "200",
-        },
-    )
+    result = CliRunner().invoke(cli, ["purge"], env=cli_env(database_url))
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -153,14 +146,7 @@ def test_periods_are_configurable(database_url: str, sessions: sessionmaker[Sess
     with transaction(sessions) as session:
         session.add_all([_log(5, "req_day5"), _log(3, "req_day3")])
     result = CliRunner().invoke(
-        cli,
-        ["purge"],
-        env={
-            "DUPIFY_DATABASE_URL": database_url,
-            "DUPIFY_SECRET_KEY": TEST_SECRET,
-            "DUPIFY_USAGE_LOG__RETENTION": "P4D",
-            "COLUMNS": "200",
-        },
+        cli, ["purge"], env=cli_env(database_url, DUPIFY_USAGE_LOG__RETENTION="P4D")
     )
     assert result.exit_code == 0, result.output
     with sessions() as session:

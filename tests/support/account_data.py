@@ -8,15 +8,16 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from conftest import TEST_SECRET
-from dupify.accounts.models import OneTimeToken, PolicyAcknowledgement, WebSession
+from dupify.abuse.models import AbuseFlag
+from dupify.accounts.models import OneTimeToken, WebSession
 from dupify.accounts.service import create_account
 from dupify.audit.models import AuditEvent
 from dupify.db import new_id, utcnow
-from dupify.keys.models import AbuseFlag
 from dupify.keys.service import create_key, revoke_key
 from dupify.mail.models import OutboxMessage
+from dupify.privacy.models import PolicyAcknowledgement
 from dupify.usage.models import RequestLog
+from support.settings import TEST_SECRET
 
 
 @dataclass

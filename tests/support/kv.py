@@ -1,16 +1,13 @@
-"""Fixtures for the limits, quota and cache tests (loaded by conftest.py): the `cache_backend`
-parameter (embedded and Redis: the same tests run on both) and a private `redis-server` that a
-test may stop, restart, freeze and thaw."""
+"""Redis for tests: the shared server's URL, what a key prefix holds (to search it or clear it),
+and a private `redis-server` that a test may stop, restart, freeze and thaw."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +29,39 @@ def delete_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def cache_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    """Settings overrides for one backend. Redis is the shared one (127.0.0.1:6379, as on CI)
-    under a key prefix unique to this test, removed afterwards."""
-    if request.param == "embedded":
-        yield {}
-        return
-    prefix = f"dupifytest{secrets.token_hex(6)}"
-    # A generous timeout: these tests are about shared, exact counting, and the shared Redis and
-    # this machine may be busy; a slow answer would (correctly) fall back to per-process limits.
-    # The fault tests (tests/limits/test_redis_faults.py) use tight timeouts on their own Redis.
-    yield {"redis_url": SHARED_REDIS_URL, "redis": {"key_prefix": prefix, "timeout_s": 2.0}}
-    delete_prefix(SHARED_REDIS_URL, prefix)
+def redis_contents(overrides: dict[str, Any]) -> dict[bytes, bytes]:
+    """Every key under the test's prefix with its value (strings as is, other types as their
+    members joined), or {} for the embedded backend."""
+    if "redis_url" not in overrides:
+        return {}
+    client = redis.Redis.from_url(overrides["redis_url"], socket_timeout=2)
+    try:
+        found: dict[bytes, bytes] = {}
+        for key in client.scan_iter(match=f"{overrides['redis']['key_prefix']}:*", count=500):
+            kind = client.type(key)
+            parts: list[object]
+            if kind == b"string":
+                parts = [client.get(key)]
+            elif kind == b"hash":
+                parts = [item for pair in client.hgetall(key).items() for item in pair]
+            elif kind == b"zset":
+                parts = list(client.zrange(key, 0, -1))
+            elif kind == b"list":
+                parts = list(client.lrange(key, 0, -1))
+            elif kind == b"set":
+                parts = list(client.smembers(key))
+            else:
+                parts = []
+            found[_bytes(key)] = b" ".join(_bytes(part) for part in parts)
+        return found
+    finally:
+        client.close()
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return b"" if value is None else str(value).encode()
 
 
 class RedisServer:
@@ -109,11 +126,3 @@ class RedisServer:
     def thaw(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()

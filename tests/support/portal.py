@@ -1,7 +1,4 @@
-"""Portal test helpers: signed-in httpx clients, a page's CSRF token, links from the outbox.
-
-A plain module, not a conftest.py: a second conftest would shadow the root one's `Api`.
-"""
+"""Portal test helpers: signed-in httpx clients, a page's CSRF token, links from the outbox."""
 
 from __future__ import annotations
 
@@ -13,9 +10,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conftest import Api
 from dupify.accounts.models import Account
 from dupify.mail.models import OutboxMessage
+from support.api import Api
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 LINK = re.compile(r"https?://\S+")
@@ -77,9 +74,7 @@ async def sign_up(api: Api, client: httpx.AsyncClient, email: str, name: str = "
 async def signed_in_member(api: Api, email: str | None = None) -> Member:
     """A new account made through the pages: sign up, open the emailed link, sign in."""
     address = email or f"dev-{secrets.token_hex(4)}@example.com"
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api.app), base_url=str(api.client.base_url)
-    )
+    client = api.new_client()
     await sign_up(api, client, address)
     (link,) = mail_links(api, address, "verification")
     assert (await client.get(relative(link))).status_code == 303

@@ -11,11 +11,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
-from support.servers import free_port
 
 
 @dataclass
@@ -97,10 +94,3 @@ def running_sink(sink: SmtpSink) -> Iterator[SmtpSink]:
         yield sink
     finally:
         controller.stop()
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    """A running sink on a free port for one test (conftest.py shares this fixture)."""
-    with running_sink(SmtpSink(free_port())) as running:
-        yield running

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from conftest import Api
 from dupify.accounts.models import Account
 from dupify.db import session_factory, transaction, utcnow
 from dupify.usage.analytics import NO_ACCOUNT_PLAN, usage_by_day_plan_endpoint
+from support.api import Api
 
 
 async def test_an_objecting_accounts_usage_is_not_counted(api: Api) -> None:

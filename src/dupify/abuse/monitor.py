@@ -17,11 +17,11 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dupify.abuse.models import AbuseFlag
 from dupify.accounts.models import Account
 from dupify.config import AbuseSettings
 from dupify.db import transaction, utcnow
 from dupify.jobs import lease
-from dupify.keys.models import AbuseFlag
 from dupify.usage.models import RequestLog
 
 log = logging.getLogger("dupify.abuse")

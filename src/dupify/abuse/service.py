@@ -9,11 +9,12 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from dupify.abuse.models import AbuseFlag
 from dupify.accounts.models import Account, WebSession
 from dupify.accounts.service import AccountError
 from dupify.audit.service import record_event
 from dupify.db import utcnow
-from dupify.keys.models import AbuseFlag, ApiKey
+from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError
 
 

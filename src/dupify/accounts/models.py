@@ -57,18 +57,6 @@ class OneTimeToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
 
-class PolicyAcknowledgement(Base):
-    """That an account has seen a policy version (the portal banner stops showing)."""
-
-    __tablename__ = "policy_acknowledgements"
-
-    account_id: Mapped[str] = mapped_column(
-        String(40), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
-    )
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    acknowledged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-
-
 class DeletionTombstone(Base):
     """That an account was deleted, and when: deliberately no id, email or name."""
 

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dupify.analysis.hashes import HASH_BITS, hamming
-from dupify.inference.models.base import unit_rows
+from dupify.analysis.vectors import unit_rows
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"

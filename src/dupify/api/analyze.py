@@ -40,8 +40,14 @@ from dupify.config import ImageLimits
 from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.images.inputs import RequestBody, decode_base64_image
+from dupify.inference.registry import EMBEDDING_ROLE, FINGERPRINT_ROLE
 from dupify.limits.cache import cached_results
-from dupify.pipeline.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
+from dupify.pipeline.features import (
+    DEFAULT_FEATURES,
+    AnalysisOptions,
+    model_versions,
+    models_for,
+)
 from dupify.server.runtime import Runtime
 
 router = APIRouter(tags=["images"])
@@ -112,22 +118,21 @@ async def analyze(
     options = validated(AnalyzeOptions, raw_options)
     analysis = AnalysisOptions(
         features=frozenset(options.features or DEFAULT_FEATURES),
-        embedding_model=options.model or runtime.settings.default_model,
+        embedding_model=options.model or runtime.registry.roles[EMBEDDING_ROLE],
         top_k=options.top_k,
         max_colors=options.max_colors,
     )
-    for model_id in runtime.analyzer.models_for(analysis):
-        runtime.registry.get(model_id)  # an unknown model is the request's error, not each image's
+    models_for(runtime.registry, analysis)  # an unknown model is the request's error
     await runtime.meter.charge(ctx, len(images))
 
     async def analyze_missing(indices: list[int]) -> list[bytes | ApiError]:
-        outcomes = await runtime.analyzer.analyze([images[i][1] for i in indices], analysis)
+        outcomes = await runtime.pipeline.analyze([images[i][1] for i in indices], analysis)
         return [
             outcome if isinstance(outcome, ApiError) else _result_bytes(outcome)
             for outcome in outcomes
         ]
 
-    versions = runtime.analyzer.model_versions(analysis)
+    versions = model_versions(runtime.registry, analysis)
     outcomes, cache_state = await cached_results(
         ctx,
         runtime.cache,
@@ -191,7 +196,7 @@ async def compare_images(
     return JSONResponse(
         {
             "object": "comparison",
-            "model": VISUAL_MODEL,
+            "model": runtime.registry.roles[FINGERPRINT_ROLE],
             **compare(first, second, DEFAULT_THRESHOLDS),
             "usage": {"images": 2, "cached_images": ctx.cached_images},
         },
@@ -244,7 +249,7 @@ async def find_duplicates(
     return JSONResponse(
         {
             "object": "duplicates",
-            "model": VISUAL_MODEL,
+            "model": runtime.registry.roles[FINGERPRINT_ROLE],
             "groups": group_duplicates(fingerprints, DEFAULT_THRESHOLDS),
             "thresholds": DEFAULT_THRESHOLDS.as_dict(),
             "usage": {"images": len(images), "cached_images": ctx.cached_images},
@@ -256,14 +261,14 @@ async def find_duplicates(
 async def _fingerprints(
     ctx: RequestContext, runtime: Runtime, images: Sequence[tuple[str, bytes]]
 ) -> tuple[list[Fingerprint], str]:
-    """Each image's hashes and dupify-visual-1 embedding, through the cache; bills the images."""
+    """Each image's hashes and fingerprint-model embedding, through the cache; bills them."""
     await runtime.meter.charge(ctx, len(images))
-    model = runtime.registry.get(VISUAL_MODEL)
+    model = runtime.registry.for_role(FINGERPRINT_ROLE)
 
     async def fingerprint_missing(indices: list[int]) -> list[bytes]:
         chosen = [images[index] for index in indices]
-        fingerprints = await runtime.analyzer.fingerprints(
-            [data for _, data in chosen], [param for param, _ in chosen], model.id
+        fingerprints = await runtime.pipeline.fingerprints_all(
+            [data for _, data in chosen], [param for param, _ in chosen]
         )
         return [_fingerprint_bytes(fingerprint) for fingerprint in fingerprints]
 

@@ -1,15 +1,17 @@
-"""Request dependencies: the runtime, the request's typed context, and API-key authentication
-checked before any body is read."""
+"""Request dependencies: the runtime, the request's typed context, its unit of work, and API-key
+authentication checked before any body is read."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
 from dupify.context import RequestContext
-from dupify.db import utcnow
+from dupify.db import unit_of_work, utcnow
 from dupify.errors import ApiError
 from dupify.keys.service import Principal, Rejection, authenticate
 from dupify.server.client_address import client_address
@@ -25,6 +27,16 @@ def get_runtime(request: Request) -> Runtime:
 def get_context(request: Request) -> RequestContext:
     """The request's typed context (request id, caller, usage), made by the request middleware."""
     return context_of(request.state)
+
+
+async def _unit_of_work(request: Request) -> AsyncIterator[Session]:
+    async with unit_of_work(get_runtime(request).sessions) as session:
+        yield session
+
+
+# The request's unit of work (`dupify.db.unit_of_work`). Scope "function": it commits when the
+# route returns, before the response is sent, so a client that sees the answer can rely on it.
+RequestSession = Annotated[Session, Depends(_unit_of_work, scope="function")]
 
 
 def _bearer_token(request: Request) -> str:

@@ -26,9 +26,9 @@ from dupify.config import ImageLimits
 from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.images.inputs import RequestBody, decode_base64_image
-from dupify.inference.models.base import unit_rows
+from dupify.inference.registry import EMBEDDING_ROLE
 from dupify.limits.cache import cached_results
-from dupify.server.runtime import Runtime
+from dupify.pipeline.post import with_dimensions
 
 router = APIRouter()
 
@@ -58,30 +58,6 @@ def _embedding_inputs(
     return options, [(f"file[{index}]", data) for index, data in enumerate(files)]
 
 
-async def _decode_all(
-    runtime: Runtime, images: list[tuple[str, bytes]], working_side: int
-) -> list[np.ndarray]:
-    """Decode every image in the worker pool; the first failure (in request order) is the answer."""
-    results = await asyncio.gather(
-        *(runtime.decoder.decode(data, working_side) for _, data in images),
-        return_exceptions=True,
-    )
-    pixels: list[np.ndarray] = []
-    for (param, _), result in zip(images, results, strict=True):
-        if isinstance(result, ApiError):
-            raise result.at(param)
-        if isinstance(result, BaseException):
-            raise result
-        pixels.append(result.pixels)
-    return pixels
-
-
-def _truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    if dimensions is None or dimensions == vectors.shape[1]:
-        return vectors
-    return unit_rows(vectors[:, :dimensions])
-
-
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
@@ -103,7 +79,7 @@ async def create_embeddings(
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
     options, images = _embedding_inputs(body, dict(request.query_params), limits)
-    model = runtime.registry.get(options.model or runtime.settings.default_model)
+    model = runtime.registry.get(options.model or runtime.registry.roles[EMBEDDING_ROLE])
     if options.dimensions is not None and options.dimensions > model.dimensions:
         raise ApiError(
             "invalid_request",
@@ -116,10 +92,10 @@ async def create_embeddings(
         # Only cache misses reach the decoder and the model; the full vector is cached (as
         # little-endian float32) so any `dimensions` can be served from it.
         chosen = [images[index] for index in indices]
-        pixels = await _decode_all(runtime, chosen, model.working_side)
-        tensors = await asyncio.gather(*(asyncio.to_thread(model.preprocess, p) for p in pixels))
-        full = await runtime.registry.embed(model.id, list(tensors))
-        return [row.astype("<f4").tobytes() for row in full]
+        vectors = await runtime.pipeline.embed_all(
+            [data for _, data in chosen], [param for param, _ in chosen], model.id
+        )
+        return [vector.astype("<f4").tobytes() for vector in vectors]
 
     results, cache_state = await cached_results(
         ctx,
@@ -131,7 +107,7 @@ async def create_embeddings(
         embed_missing,
     )
     full = np.stack([np.frombuffer(result, dtype="<f4") for result in results])
-    vectors = _truncate(full, options.dimensions)
+    vectors = with_dimensions(full, options.dimensions)
     response = EmbeddingsResponse.model_validate(
         {
             "model": model.id,
@@ -181,7 +157,7 @@ async def readyz(request: Request) -> dict[str, Any]:
 
     for name, check in (
         ("database", asyncio.to_thread(ping_database)),
-        ("inference", runtime.registry.warm_up()),
+        ("inference", runtime.pipeline.warm_up()),
     ):
         try:
             await asyncio.wait_for(check, timeout=10)

@@ -32,7 +32,7 @@ def load_settings() -> Settings:
 
 
 @contextmanager
-def unit_of_work(settings: Settings) -> Iterator[Session]:
+def command_transaction(settings: Settings) -> Iterator[Session]:
     """A transaction for one command; a service error becomes a clean message and exit code 1."""
     engine = create_db_engine(settings.database_url)
     try:

@@ -19,6 +19,7 @@ from dupify.analysis.similarity import DEFAULT_THRESHOLDS
 from dupify.cli import local as batch
 from dupify.cli.common import console, errors, load_settings
 from dupify.errors import ApiError
+from dupify.inference.registry import FINGERPRINT_ROLE, roles_for
 
 T = TypeVar("T")
 file_commands = typer.Typer()  # merged into `dupify`
@@ -38,9 +39,9 @@ def embed(
     model_id = model or settings.default_model
 
     async def run() -> tuple[np.ndarray, batch.BatchOutcome]:
-        async with batch.local_pipeline(settings, [model_id]) as analyzer:
+        async with batch.local_pipeline(settings, [model_id]) as pipeline:
             with _progress("Embedding", len(files)) as advance:
-                return await batch.embed_files(analyzer, files, model_id, advance)
+                return await batch.embed_files(pipeline, files, model_id, advance)
 
     matrix, outcome = _run_batch(run)
     _report_skipped(outcome)
@@ -56,12 +57,13 @@ def dedupe(
     """Group duplicate images, tiered as /v1/duplicates does; no server needed."""
     settings = load_settings()
     files = _image_files(paths)
-    model_id = batch.VISUAL_MODEL  # the model the duplicate thresholds are calibrated on
+    # The model the duplicate thresholds are calibrated on, as /v1/duplicates uses it.
+    model_id = roles_for(settings)[FINGERPRINT_ROLE]
 
     async def run() -> tuple[list[dict[str, Any]], batch.BatchOutcome]:
-        async with batch.local_pipeline(settings, [model_id]) as analyzer:
+        async with batch.local_pipeline(settings, [model_id]) as pipeline:
             with _progress("Fingerprinting", len(files), hidden=as_json) as advance:
-                return await batch.find_duplicate_files(analyzer, files, model_id, advance)
+                return await batch.find_duplicate_files(pipeline, files, advance)
 
     groups, outcome = _run_batch(run)
     if as_json:

@@ -16,10 +16,10 @@ from dupify.analysis.similarity import DEFAULT_THRESHOLDS, Fingerprint, group_du
 from dupify.config import Settings
 from dupify.errors import ApiError
 from dupify.images.workers import Decoder
-from dupify.inference.registry import BUNDLED_MODELS, ModelRegistry
-from dupify.pipeline.analyzer import VISUAL_MODEL, Analyzer, build_analyzer
-
-__all__ = ["VISUAL_MODEL", "BatchOutcome", "Skipped"]
+from dupify.inference.backend import LocalBackend
+from dupify.inference.registry import BUNDLED_MODELS, ModelRegistry, roles_for
+from dupify.inference.session import SessionPolicy
+from dupify.pipeline.pipeline import Pipeline, build_pipeline
 
 # What `embed` and `dedupe` pick up in folders; a file named outright is always tried.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".mpo"})
@@ -59,8 +59,9 @@ def collect_images(paths: Iterable[Path]) -> list[Path]:
 
 
 @asynccontextmanager
-async def local_pipeline(settings: Settings, model_ids: Sequence[str]) -> AsyncIterator[Analyzer]:
-    """The decoder pool and only the models this run needs, started and stopped around a run."""
+async def local_pipeline(settings: Settings, model_ids: Sequence[str]) -> AsyncIterator[Pipeline]:
+    """The server's pipeline with only the models this run needs, in this process (a
+    `LocalBackend`), started and stopped around a run."""
     unknown = sorted(set(model_ids) - BUNDLED_MODELS.keys())
     if unknown:
         raise ApiError(
@@ -70,13 +71,16 @@ async def local_pipeline(settings: Settings, model_ids: Sequence[str]) -> AsyncI
     decoder = await asyncio.to_thread(Decoder, settings.limits, settings.inference.decode_workers)
     try:
         registry = await asyncio.to_thread(
-            ModelRegistry, settings.inference, only=frozenset(model_ids)
+            ModelRegistry, settings.inference, only=frozenset(model_ids), roles=roles_for(settings)
         )
-        await registry.start()
+        backend = LocalBackend(registry, settings.inference)
+        await backend.start()
         try:
-            yield build_analyzer(decoder, registry, settings)
+            yield build_pipeline(
+                decoder, registry, backend, SessionPolicy.from_settings(settings.inference)
+            )
         finally:
-            await registry.stop()
+            await backend.stop()
     finally:
         decoder.close()
 
@@ -95,26 +99,23 @@ async def _read_chunks(
 
 
 async def embed_files(
-    analyzer: Analyzer, files: Sequence[Path], model_id: str, advance: Callable[[int], None]
+    pipeline: Pipeline, files: Sequence[Path], model_id: str, advance: Callable[[int], None]
 ) -> tuple[np.ndarray, BatchOutcome]:
-    """(N, dimensions) unit vectors for the decodable files, in order, and what was skipped."""
-    model = analyzer.registry.get(model_id)
+    """(N, dimensions) unit vectors for the decodable files, in order, and what was skipped.
+
+    What `dupify embed` runs; any pipeline will do (tests pass one on a watched backend).
+    """
+    model = pipeline.registry.get(model_id)
     outcome = BatchOutcome()
     rows: list[np.ndarray] = []
     async for chunk in _read_chunks(files, outcome):
-        inspections = await analyzer.inspect_all(
-            [data for _, data in chunk], model.working_side, frozenset(), 1
-        )
-        decoded = []
-        for (path, _), inspection in zip(chunk, inspections, strict=True):
-            if isinstance(inspection, ApiError):
-                outcome.skipped.append(Skipped(path, inspection.code, inspection.message))
+        vectors = await pipeline.embed([data for _, data in chunk], model_id)
+        for (path, _), vector in zip(chunk, vectors, strict=True):
+            if isinstance(vector, ApiError):
+                outcome.skipped.append(Skipped(path, vector.code, vector.message))
             else:
-                decoded.append((path, inspection.image.pixels))
-        if decoded:
-            outputs = await analyzer.run_models([model_id], [pixels for _, pixels in decoded])
-            rows.extend(row["embedding"] for row in outputs[model_id])
-            outcome.paths.extend(path for path, _ in decoded)
+                rows.append(vector)
+                outcome.paths.append(path)
         advance(len(chunk))
     matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, model.dimensions))
     return matrix.astype(np.float32, copy=False), outcome
@@ -134,13 +135,13 @@ def write_embeddings(
 
 
 async def find_duplicate_files(
-    analyzer: Analyzer, files: Sequence[Path], model_id: str, advance: Callable[[int], None]
+    pipeline: Pipeline, files: Sequence[Path], advance: Callable[[int], None]
 ) -> tuple[list[dict[str, Any]], BatchOutcome]:
     """Groups of duplicate files, tiered exactly as `/v1/duplicates` tiers them."""
     outcome = BatchOutcome()
     fingerprints: list[Fingerprint] = []
     async for chunk in _read_chunks(files, outcome):
-        each = await analyzer.fingerprint_each([data for _, data in chunk], model_id)
+        each = await pipeline.fingerprints([data for _, data in chunk])
         for (path, _), item in zip(chunk, each, strict=True):
             if isinstance(item, ApiError):
                 outcome.skipped.append(Skipped(path, item.code, item.message))

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from dupify.accounts import service as accounts
 from dupify.audit.service import record_event
-from dupify.cli.common import console, errors, load_settings, print_rows, unit_of_work
+from dupify.cli.common import command_transaction, console, errors, load_settings, print_rows
 from dupify.cli.files import file_commands
 from dupify.cli.operations import (
     abuse_app,
@@ -102,7 +102,7 @@ def serve(
 
 def _bootstrap_development_account(settings: Settings, base_url: str) -> None:
     """First development start: one local account and a key, printed once (never in production)."""
-    with unit_of_work(settings) as session:
+    with command_transaction(settings) as session:
         if accounts.list_accounts(session):
             console.print(
                 "Create an API key with: "
@@ -136,7 +136,7 @@ def account_create(
     """Create an account."""
     settings = load_settings()
     _require_known_plan(settings, plan)
-    with unit_of_work(settings) as session:
+    with command_transaction(settings) as session:
         account = accounts.create_account(
             session, email=email, name=name, plan=plan, role="admin" if admin else "user"
         )
@@ -160,7 +160,7 @@ def account_set_plan(
     """Move an account to another plan; its limits apply from its next request."""
     settings = load_settings()
     _require_known_plan(settings, plan)
-    with unit_of_work(settings) as session:
+    with command_transaction(settings) as session:
         account = accounts.require_by_email(session, email)
         previous, account.plan = account.plan, plan
         limits = settings.plans[plan]
@@ -176,7 +176,7 @@ def account_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the accounts."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         rows = [
             {
                 "id": account.id,
@@ -204,7 +204,7 @@ def account_delete(
     from dupify.privacy import lifecycle
 
     settings = load_settings()
-    with unit_of_work(settings) as session:
+    with command_transaction(settings) as session:
         account_id = accounts.require_by_email(session, email).id
     if not yes and not typer.confirm(f"Delete {email} and all its data? This cannot be undone"):
         raise typer.Exit(1)
@@ -230,7 +230,7 @@ def account_export(
     """Print every stored datum about an account as JSON (the same as the portal's download)."""
     from dupify.privacy import lifecycle
 
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         account = accounts.require_by_email(session, email)
         record_event(session, "export", account_id=account.id, detail="via=cli")
         document = json.dumps(lifecycle.export_account(session, account.id), indent=2)
@@ -275,7 +275,7 @@ def key_create(
 ) -> None:
     """Create an API key; the key is printed once, alone on the last line."""
     settings = load_settings()
-    with unit_of_work(settings) as session:
+    with command_transaction(settings) as session:
         owner = accounts.require_by_email(session, account)
         created = keys.create_key(
             session,
@@ -301,7 +301,7 @@ def key_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List an account's keys (display prefixes only; keys are never stored)."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         owner = accounts.require_by_email(session, account)
         rows = [
             {
@@ -322,7 +322,7 @@ def key_list(
 @key_app.command("revoke")
 def key_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_…).")]) -> None:
     """Revoke a key: it is refused from the next request on."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         record = keys.revoke_key(session, key_id)
         console.print(f"revoked key {record.id}", highlight=False)
 

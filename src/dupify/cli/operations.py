@@ -13,12 +13,12 @@ import typer
 from sqlalchemy import func, select, update
 
 from dupify.abuse import service as abuse
+from dupify.abuse.models import AbuseFlag
 from dupify.abuse.monitor import scan_for_abuse
 from dupify.accounts import service as accounts
 from dupify.audit.service import EVENTS, list_events
-from dupify.cli.common import console, errors, load_settings, print_rows, unit_of_work
+from dupify.cli.common import command_transaction, console, errors, load_settings, print_rows
 from dupify.db import create_db_engine, session_factory, utcnow
-from dupify.keys.models import AbuseFlag
 from dupify.mail.announcements import announce as queue_announcement
 from dupify.mail.delivery import MailSender
 from dupify.mail.models import OutboxMessage
@@ -41,7 +41,7 @@ def _privacy_url(public_url: str | None) -> str | None:
 @account_commands.command("suspend")
 def account_suspend(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
     """Suspend an account: its keys get 403 from the next request, its portal sessions end."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         account = accounts.require_by_email(session, email)
         abuse.set_account_suspended(session, account.id, True)
     console.print(f"suspended account {account.id}", highlight=False)
@@ -50,7 +50,7 @@ def account_suspend(email: Annotated[str, typer.Argument(help="The account's ema
 @account_commands.command("unsuspend")
 def account_unsuspend(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
     """Lift an account's suspension."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         account = accounts.require_by_email(session, email)
         abuse.set_account_suspended(session, account.id, False)
     console.print(f"reinstated account {account.id}", highlight=False)
@@ -59,7 +59,7 @@ def account_unsuspend(email: Annotated[str, typer.Argument(help="The account's e
 @key_commands.command("suspend")
 def key_suspend(key_id: Annotated[str, typer.Argument(help="The key id (key_…).")]) -> None:
     """Suspend one API key: 403 `account_suspended` from the next request."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         abuse.set_key_suspended(session, key_id, True)
     console.print(f"suspended key {key_id}", highlight=False)
 
@@ -67,7 +67,7 @@ def key_suspend(key_id: Annotated[str, typer.Argument(help="The key id (key_…)
 @key_commands.command("unsuspend")
 def key_unsuspend(key_id: Annotated[str, typer.Argument(help="The key id (key_…).")]) -> None:
     """Lift a key's suspension."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         abuse.set_key_suspended(session, key_id, False)
     console.print(f"reinstated key {key_id}", highlight=False)
 
@@ -112,7 +112,7 @@ def announce(
         raise typer.Exit(2)
     try:
         body = body_file.read_text(encoding="utf-8")
-        with unit_of_work(settings) as session:
+        with command_transaction(settings) as session:
             queued = queue_announcement(session, subject=subject, body=body)
     except (OSError, UnicodeDecodeError, OutboxError) as exc:
         errors.print(f"[red]error:[/red] {exc}")
@@ -130,7 +130,7 @@ def stats(
     Accounts that objected to the use of their usage data for analytics are left out.
     """
     until = utcnow()
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         rows = usage_by_day_plan_endpoint(session, since=until - timedelta(days=days), until=until)
     print_rows([vars(row) for row in rows], as_json)
 
@@ -145,7 +145,7 @@ def outbox_list(
     query = select(OutboxMessage).order_by(OutboxMessage.created_at.desc()).limit(limit)
     if state:
         query = query.where(OutboxMessage.state == state)
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         rows = [
             {
                 "id": message.id,
@@ -181,7 +181,7 @@ def outbox_send() -> None:
 @outbox_app.command("retry")
 def outbox_retry() -> None:
     """Give every failed message a fresh set of attempts, due now."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         result = session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.state == "failed")
@@ -205,7 +205,7 @@ def audit_list(
         errors.print(f"[red]error:[/red] unknown events {', '.join(unknown)}")
         raise typer.Exit(2)
     since = utcnow() - timedelta(days=days) if days else None
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         rows = [
             {
                 "id": row.id,
@@ -229,7 +229,7 @@ def abuse_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Abuse flags, newest first: open ones unless --all."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         rows = [
             {
                 "id": flag.id,
@@ -248,7 +248,7 @@ def abuse_list(
 @abuse_app.command("resolve")
 def abuse_resolve(flag_id: Annotated[int, typer.Argument(help="The flag's id.")]) -> None:
     """Mark a flag reviewed."""
-    with unit_of_work(load_settings()) as session:
+    with command_transaction(load_settings()) as session:
         abuse.resolve_flag(session, flag_id)
     console.print(f"resolved flag {flag_id}")
 
@@ -257,7 +257,7 @@ def abuse_resolve(flag_id: Annotated[int, typer.Argument(help="The flag's id.")]
 def abuse_scan() -> None:
     """Look at the last window's traffic now and raise the flags it calls for."""
     settings = load_settings()
-    with unit_of_work(settings) as session:
+    with command_transaction(settings) as session:
         flags = scan_for_abuse(session, settings.abuse, utcnow())
         open_flags = session.scalar(
             select(func.count()).select_from(AbuseFlag).where(AbuseFlag.resolved_at.is_(None))

@@ -1,1 +1,2 @@
-"""Image input: the three request forms read with caps, and the decoding policy."""
+"""Image input: the three request forms read with caps, the decoding policy, and the worker pool
+that runs per-image work off the event loop."""

@@ -1,4 +1,5 @@
-"""The async front of image decoding: a pool of spawned worker processes, each task on a budget."""
+"""The async front of image decoding: a pool of spawned worker processes that runs whatever
+per-image function it is given (a decode, or a decode and its measures), each on a budget."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pebble import ProcessExpired, ProcessPool
 from dupify.config import ImageLimits, available_cores
 from dupify.errors import ApiError
 from dupify.images.decoding import DecodedImage, decode_image
-from dupify.pipeline.pre import Inspection, inspect_image
 
 log = logging.getLogger("dupify.images.workers")
 
@@ -34,14 +34,16 @@ def _prepare_worker() -> None:
 class Decoder:
     """Decodes uploads in worker processes so a slow or crashing codec never stalls the server.
 
-    Images travel to the workers through pipes only; nothing is written to disk. A task that
-    runs past `limits.decode_timeout_s` has its worker killed (pebble starts a replacement) and
-    answers `image_decode_timeout`; a worker that dies answers `invalid_image`.
+    `run` takes any module-level function of picklable arguments that works on one upload
+    (the pipeline's decode-and-measure, say), so this pool knows nothing of what callers do
+    with pixels. Images travel to the workers through pipes only; nothing is written to disk.
+    A task that runs past `limits.decode_timeout_s` has its worker killed (pebble starts a
+    replacement) and answers `image_decode_timeout`; a worker that dies answers `invalid_image`.
     """
 
     def __init__(self, limits: ImageLimits, workers: int) -> None:
         """`workers` processes; 0 means one per CPU core available to this process."""
-        self._limits = limits
+        self.limits = limits
         self._workers = workers if workers > 0 else available_cores()
         self._closed = False
         self._pool = self._new_pool()
@@ -56,30 +58,17 @@ class Decoder:
 
     async def decode(self, data: bytes, working_side: int = 512) -> DecodedImage:
         """The decoded upload, or the ApiError that refuses it."""
-        return await self._run(decode_image, data, self._limits, working_side)
+        return await self.run(decode_image, data, self.limits, working_side)
 
-    async def inspect(
-        self,
-        data: bytes,
-        working_side: int,
-        measures: frozenset[str],
-        max_colors: int = 5,
-        detail_side: int = 0,
-    ) -> Inspection:
-        """The decoded upload plus the pixel measures (colors, hashes, quality) asked for, and
-        a second, larger decode for OCR and faces when `detail_side` exceeds `working_side`."""
-        return await self._run(
-            inspect_image, data, self._limits, working_side, measures, max_colors, detail_side
-        )
-
-    async def _run(self, function: Callable[..., T], *args: object) -> T:
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        """`function(*args)` in a worker, under the decode budget; any failure is an ApiError."""
         if not self._closed and not self._pool.active:
             # pebble gives up on the whole pool when a worker dies while no task is running
             # (e.g. the OOM killer picks an idle one); a fresh pool is the only way back.
             log.error("decoder pool broken; starting a new one")
             self._stop_pool()
             self._pool = self._new_pool()
-        future = self._pool.schedule(function, args=args, timeout=self._limits.decode_timeout_s)
+        future = self._pool.schedule(function, args=args, timeout=self.limits.decode_timeout_s)
         try:
             return await asyncio.wrap_future(future)
         except ApiError:
@@ -87,7 +76,7 @@ class Decoder:
         except TimeoutError:
             raise ApiError(
                 "image_decode_timeout",
-                f"decoding took longer than its {self._limits.decode_timeout_s:g} s budget",
+                f"decoding took longer than its {self.limits.decode_timeout_s:g} s budget",
             ) from None
         except ProcessExpired as exc:
             log.warning("decoder worker died (exit code %s)", exc.exitcode)

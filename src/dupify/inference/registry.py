@@ -1,85 +1,99 @@
-"""The loaded models, one micro-batcher each: lookup, listing, warm-up and batched embedding."""
+"""The models a process serves: loading, lookup by id, listing, and which model plays each role."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from dupify.config import InferenceSettings
+from dupify.config import InferenceSettings, Settings
 from dupify.errors import ApiError
-from dupify.inference.batcher import BatcherStats, MicroBatcher
-from dupify.inference.models.base import EMBEDDING, Array, FloatArray, ImageModel
+from dupify.inference.models.base import ImageModel
 from dupify.inference.models.semantic import SemanticModel
 from dupify.inference.models.visual import VisualModel
+from dupify.inference.session import SessionPolicy
+
+# What the pipeline asks the registry for, never a model id of its own:
+EMBEDDING_ROLE = "embedding"  # embeds when a request names no model
+LABELS_ROLE = "labels"  # its "labels" head answers the `labels` feature
+SAFETY_ROLE = "safety"  # its "safety" head answers the `safety` feature
+FINGERPRINT_ROLE = "fingerprint"  # embeds for compare, duplicates and `dupify dedupe`
+# The bundled models in those roles. The duplicate thresholds (dupify.analysis.similarity) are
+# calibrated on the fingerprint model's embeddings.
+DEFAULT_ROLES: Mapping[str, str] = {
+    EMBEDDING_ROLE: VisualModel.id,
+    LABELS_ROLE: SemanticModel.id,
+    SAFETY_ROLE: VisualModel.id,
+    FINGERPRINT_ROLE: VisualModel.id,
+}
 
 
-def _load_visual(settings: InferenceSettings) -> ImageModel:
-    return VisualModel(device=settings.device, intra_op_threads=settings.intra_op_threads)
+def _load_visual(policy: SessionPolicy, settings: InferenceSettings) -> ImageModel:
+    return VisualModel(policy)
 
 
-def _load_semantic(settings: InferenceSettings) -> ImageModel:
-    return SemanticModel(
-        device=settings.device,
-        intra_op_threads=settings.intra_op_threads,
-        cache_dir=settings.model_cache_dir,
-    )
+def _load_semantic(policy: SessionPolicy, settings: InferenceSettings) -> ImageModel:
+    return SemanticModel(policy, cache_dir=settings.model_cache_dir)
 
 
-# The bundled models by id, in /v1/models order; the first is the default model.
-BUNDLED_MODELS: dict[str, Callable[[InferenceSettings], ImageModel]] = {
+# The bundled models by id, in /v1/models order.
+BUNDLED_MODELS: dict[str, Callable[[SessionPolicy, InferenceSettings], ImageModel]] = {
     VisualModel.id: _load_visual,
     SemanticModel.id: _load_semantic,
 }
 
 
+def roles_for(settings: Settings) -> dict[str, str]:
+    """The model in each role: the defaults, with the configured default model embedding."""
+    return {**DEFAULT_ROLES, EMBEDDING_ROLE: settings.default_model}
+
+
 def load_default_models(
     settings: InferenceSettings, only: Collection[str] | None = None
 ) -> list[ImageModel]:
-    """The bundled models (or just those in `only`), each loaded once with the configured
-    device and threads."""
+    """The bundled models (or just those in `only`), each loaded once under the configured
+    session policy."""
     wanted = list(BUNDLED_MODELS) if only is None else [m for m in BUNDLED_MODELS if m in only]
     unknown = set(only or ()) - BUNDLED_MODELS.keys()
     if unknown:
         raise ValueError(
             f"unknown model ids {sorted(unknown)}; bundled models: {', '.join(BUNDLED_MODELS)}"
         )
-    return [BUNDLED_MODELS[model_id](settings) for model_id in wanted]
+    policy = SessionPolicy.from_settings(settings)
+    return [BUNDLED_MODELS[model_id](policy, settings) for model_id in wanted]
 
 
 class ModelRegistry:
-    """Owns the models for the process lifetime; routes work through each model's batcher."""
+    """Owns the models for the process lifetime: lookup by id or by role, and the listing.
+
+    Running them is the inference backend's job (dupify.inference.backend); the registry holds
+    what the pipeline needs around that: preprocessing, dimensions, working sides and heads.
+    """
 
     def __init__(
         self,
         settings: InferenceSettings,
         models: Sequence[ImageModel] | None = None,
         only: Collection[str] | None = None,
+        roles: Mapping[str, str] | None = None,
     ) -> None:
         # `models` lets tests and the CLI share an already-loaded model instead of loading again;
-        # `only` loads just the bundled models a job needs (e.g. the local batch tools).
+        # `only` loads just the bundled models a job needs (e.g. the local batch tools); a role
+        # whose model is not loaded answers `model_not_found` when asked for.
         loaded = list(models) if models is not None else load_default_models(settings, only)
         self._models: dict[str, ImageModel] = {}
-        self._batchers: dict[str, MicroBatcher] = {}
         for model in loaded:
             if model.id in self._models:
                 raise ValueError(f"model id {model.id!r} registered twice")
             self._models[model.id] = model
-            self._batchers[model.id] = MicroBatcher(
-                model.predict,
-                max_batch=settings.max_batch,
-                max_wait_ms=settings.max_wait_ms,
-                queue_size=settings.queue_size,
-                retry_after_s=settings.overload_retry_after_s,
-                name=model.id,
-                item_shape=tuple(model.input_shape),
-            )
-        self.ready = False
+        self.roles: dict[str, str] = {**DEFAULT_ROLES, **(roles or {})}
 
     @property
     def ids(self) -> list[str]:
         return list(self._models)
+
+    @property
+    def models(self) -> list[ImageModel]:
+        return list(self._models.values())
 
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._models
@@ -95,9 +109,9 @@ class ModelRegistry:
             )
         return model
 
-    def batcher(self, model_id: str) -> MicroBatcher:
-        self.get(model_id)
-        return self._batchers[model_id]
+    def for_role(self, role: str) -> ImageModel:
+        """The model that plays `role` (one of DEFAULT_ROLES' keys)."""
+        return self.get(self.roles[role])
 
     def describe(self) -> list[dict[str, Any]]:
         """The `/v1/models` entries (OpenAI's list shape plus task, dimensions and version)."""
@@ -113,44 +127,3 @@ class ModelRegistry:
             }
             for model in self._models.values()
         ]
-
-    def stats(self) -> dict[str, BatcherStats]:
-        """Each model's batcher counters; `items` is how many images went through its `predict`
-        (each image counted once, however many outputs a caller reads from that pass)."""
-        return {model_id: batcher.stats() for model_id, batcher in self._batchers.items()}
-
-    def images_predicted(self) -> dict[str, int]:
-        """Images run through each model's `predict` so far (for "each model once per image")."""
-        return {model_id: stats.items for model_id, stats in self.stats().items()}
-
-    async def start(self) -> None:
-        for batcher in self._batchers.values():
-            await batcher.start()
-
-    async def stop(self) -> None:
-        """Drain every batcher: requests already accepted still get their answers."""
-        self.ready = False
-        for batcher in self._batchers.values():
-            await batcher.stop()
-
-    async def infer(self, model_id: str, tensors: Sequence[Array]) -> list[dict[str, Array]]:
-        """Every output row (embedding, and e.g. nsfw) for each preprocessed tensor, in order."""
-        return await self.batcher(model_id).submit_many(tensors)
-
-    async def embed(self, model_id: str, tensors: Sequence[Array]) -> FloatArray:
-        """(N, dimensions) float32 unit-norm embeddings of preprocessed tensors, in order."""
-        model = self.get(model_id)
-        rows = await self.infer(model_id, tensors)
-        if not rows:
-            return np.zeros((0, model.dimensions), dtype=np.float32)
-        return np.stack([row[EMBEDDING] for row in rows]).astype(np.float32, copy=False)
-
-    async def warm_up(self) -> None:
-        """One real inference per model through its batcher (first-run allocations, /readyz)."""
-        # A small gradient rather than zeros: exercises the normal path, not a degenerate input.
-        ramp = np.linspace(0, 255, 32 * 32 * 3).astype(np.uint8).reshape(32, 32, 3)
-        for model_id, model in self._models.items():
-            embedding = await self.embed(model_id, [model.preprocess(ramp)])
-            if embedding.shape != (1, model.dimensions) or not np.isfinite(embedding).all():
-                raise RuntimeError(f"warm-up of {model_id} gave a bad embedding {embedding.shape}")
-        self.ready = True

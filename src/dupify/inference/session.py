@@ -1,16 +1,18 @@
-"""ONNX Runtime session wrapper: picks execution providers and pins threading explicitly."""
+"""The one session policy: which execution providers and how many threads every model gets,
+and the ONNX Runtime session it opens with them."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from dupify.config import available_cores
+from dupify.config import InferenceSettings, available_cores
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -34,27 +36,59 @@ def providers_for(device: str) -> list[str]:
     raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
 
 
-class OrtSession:
-    """One ONNX Runtime inference session with explicit threads and a checked provider list."""
+@dataclass(frozen=True)
+class SessionPolicy:
+    """Where and how wide inference runs; every model, OCR and face detection included, gets
+    its sessions and thread counts from here and nowhere else."""
 
-    def __init__(
-        self, model: bytes | str | os.PathLike[str], device: str = "cpu", intra_op_threads: int = 0
-    ) -> None:
-        if intra_op_threads < 0:
+    device: str = "cpu"
+    intra_op_threads: int = 0  # 0 = one per core available to this process
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0 = one per available core)")
-        requested = providers_for(device)
-        if device == "cuda" and CUDA_PROVIDER not in ort.get_available_providers():
+        providers_for(self.device)  # an unknown device fails here, not at the first load
+
+    @classmethod
+    def from_settings(cls, settings: InferenceSettings) -> SessionPolicy:
+        return cls(device=settings.device, intra_op_threads=settings.intra_op_threads)
+
+    @property
+    def threads(self) -> int:
+        """The thread count every session and thread pool uses.
+
+        ORT's default (0) also means "all cores", but it counts the host's physical cores and
+        ignores the affinity mask, which oversubscribes containers; so it is resolved here.
+        """
+        return self.intra_op_threads or available_cores()
+
+    def providers(self) -> list[str]:
+        """The providers to request; "cuda" on a build without CUDA fails here, clearly."""
+        if self.device == "cuda" and CUDA_PROVIDER not in ort.get_available_providers():
             raise RuntimeError(
                 "device 'cuda' was requested but this ONNX Runtime build has no "
                 f"CUDAExecutionProvider (available: {', '.join(ort.get_available_providers())}); "
                 "install onnxruntime-gpu instead of onnxruntime, or set DUPIFY_INFERENCE__DEVICE "
                 "to 'cpu' or 'auto'"
             )
+        return providers_for(self.device)
 
+    def uses_cuda(self) -> bool:
+        """Whether sessions made under this policy ask for CUDA first."""
+        return CUDA_PROVIDER in self.providers()
+
+    def session(self, model: bytes | str | os.PathLike[str]) -> OrtSession:
+        """An inference session on a serialised model or a model file."""
+        return OrtSession(model, self)
+
+
+class OrtSession:
+    """One ONNX Runtime inference session with explicit threads and a checked provider list."""
+
+    def __init__(self, model: bytes | str | os.PathLike[str], policy: SessionPolicy) -> None:
+        requested = policy.providers()
         options = ort.SessionOptions()
-        # ORT's default (0) also means "all cores", but it counts physical cores of the host and
-        # ignores the affinity mask, which oversubscribes containers; so resolve it ourselves.
-        self.intra_op_threads = intra_op_threads or available_cores()
+        self.intra_op_threads = policy.threads
         options.intra_op_num_threads = self.intra_op_threads
         # One graph at a time per session; parallelism comes from intra-op threads and batching.
         options.inter_op_num_threads = 1
@@ -66,7 +100,7 @@ class OrtSession:
         self.providers: list[str] = list(self._session.get_providers())
         # A GPU build whose CUDA libraries fail to load silently falls back to CPU; an operator who
         # asked for "cuda" must learn that at start-up, not from a slow server.
-        if device == "cuda" and CUDA_PROVIDER not in self.providers:
+        if policy.device == "cuda" and CUDA_PROVIDER not in self.providers:
             raise RuntimeError(
                 "device 'cuda' was requested but ONNX Runtime could not initialise the CUDA "
                 f"provider (session uses {', '.join(self.providers)}); check the CUDA and cuDNN "

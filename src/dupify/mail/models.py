@@ -31,12 +31,3 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(String(500), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
-
-
-class PolicyNotice(Base):
-    """A policy version whose change notice has been queued to every account (exactly once)."""
-
-    __tablename__ = "policy_notices"
-
-    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    announced_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

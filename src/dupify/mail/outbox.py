@@ -5,16 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from dupify.db import new_id
+from dupify.db import after_commit, new_id
 from dupify.mail.models import OutboxMessage
 
 # What each kind is for; announcements alone honour the account's objection (PRIVACY row 7).
 KINDS = ("verification", "password_reset", "email_change", "security", "policy", "announcement")
 
-_WAKE_FLAG = "dupify.outbox.wake_after_commit"
 _listeners: list[Callable[[], None]] = []
 _listeners_lock = threading.Lock()
 
@@ -52,15 +50,8 @@ def enqueue(
         body=body,
     )
     session.add(message)
-    if not session.info.get(_WAKE_FLAG):
-        session.info[_WAKE_FLAG] = True
-        event.listen(session, "after_commit", _wake_after_commit, once=True)
+    after_commit(session, wake_senders)
     return message
-
-
-def _wake_after_commit(session: Session) -> None:
-    session.info.pop(_WAKE_FLAG, None)
-    wake_senders()
 
 
 def wake_senders() -> None:

@@ -1,29 +1,29 @@
 """The visitor of a portal page: session, CSRF, the submitted form, and how pages answer.
 
 Every portal route depends on `visitor` (anyone), `member` (signed in) or `operator` (role admin).
-The dependency loads the server-side session, makes sure the browser holds a CSRF cookie bound to
-it, and for every POST reads the form (capped, in memory) and refuses it unless the CSRF token
-matches: no route can forget the check.
+The dependency opens the request's unit of work (`Visitor.db`, committed after the route and
+before the response), loads the server-side session, makes sure the browser holds a CSRF cookie
+bound to it, and for every POST reads the form (capped, in memory) and refuses it unless the CSRF
+token matches: no route can forget the check.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
 from dupify.api.deps import get_runtime
-from dupify.db import transaction, utcnow
+from dupify.db import unit_of_work, utcnow
 from dupify.errors import ApiError
 from dupify.images.inputs import read_capped_body, read_request_body
 from dupify.portal import csrf
@@ -35,6 +35,7 @@ from dupify.portal.sessions import (
     end_session,
     load_session,
     start_session,
+    touch_session,
 )
 from dupify.privacy.policy import needs_policy_acknowledgement
 from dupify.server.client_address import client_address
@@ -80,6 +81,8 @@ class Visitor:
 
     request: Request
     runtime: Runtime
+    # The request's unit of work: use it in a worker thread (a `def` route, `asyncio.to_thread`).
+    db: Session
     secure: bool
     cookies: CookieNames
     account: Account | None = None
@@ -90,12 +93,6 @@ class Visitor:
     form: dict[str, str] = field(default_factory=dict)
     files: list[tuple[str, bytes]] = field(default_factory=list)
     _pending: list[_Cookie] = field(default_factory=list)
-
-    @contextmanager
-    def db(self) -> Iterator[Session]:
-        """One unit of work for the page: committed when the block ends, rolled back on error."""
-        with transaction(self.runtime.sessions) as session:
-            yield session
 
     @property
     def secret(self) -> bytes:
@@ -114,23 +111,23 @@ class Visitor:
         base = self.runtime.settings.portal.public_url or str(self.request.base_url)
         return base.rstrip("/") + path
 
-    def sign_in(self, db: Session, account: Account) -> None:
+    def sign_in(self, account: Account) -> None:
         """Start a new session (rotated: any session this browser had ends) with a fresh CSRF."""
         if self.session_id is not None:
-            end_session(db, self.session_id)
+            end_session(self.db, self.session_id)
         portal = self.runtime.settings.portal
         token, row = start_session(
-            db, account.id, secret=self.secret, settings=portal, now=utcnow()
+            self.db, account.id, secret=self.secret, settings=portal, now=utcnow()
         )
         self.account, self.session_id = account, row.id
         lifetime = int(portal.session_lifetime.total_seconds())
         self._pending.append(_Cookie(self.cookies.session, token, lifetime))
         self.issue_csrf()
 
-    def sign_out(self, db: Session | None = None) -> None:
-        """End this browser's session (when `db` is given) and clear the cookie."""
-        if db is not None and self.session_id is not None:
-            end_session(db, self.session_id)
+    def sign_out(self) -> None:
+        """End this browser's session, if it has one, and clear the cookie."""
+        if self.session_id is not None:
+            end_session(self.db, self.session_id)
         self.account, self.session_id = None, None
         self._pending.append(_Cookie(self.cookies.session, None))
         self.issue_csrf()
@@ -187,19 +184,23 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _load_account(runtime: Runtime, token: str) -> tuple[str, Account, int | None] | None:
-    with transaction(runtime.sessions) as db:
-        found = load_session(
-            db, token, secret=runtime.secret, settings=runtime.settings.portal, now=utcnow()
-        )
-        if found is None:
-            return None
-        web_session, account = found
-        if account.suspended_at is not None:
-            return None
-        version = runtime.settings.policy_version
-        banner = version if needs_policy_acknowledgement(db, account.id, version) else None
-        return web_session.id, account, banner
+def _load_account(
+    db: Session, runtime: Runtime, token: str
+) -> tuple[str, Account, int | None] | None:
+    now = utcnow()
+    found = load_session(
+        db, token, secret=runtime.secret, settings=runtime.settings.portal, now=now
+    )
+    if found is None:
+        return None
+    web_session, account = found
+    if account.suspended_at is not None:
+        return None
+    version = runtime.settings.policy_version
+    banner = version if needs_policy_acknowledgement(db, account.id, version) else None
+    # Last: a query after it would flush the write now, not with the page's (`load_session`).
+    touch_session(web_session, now)
+    return web_session.id, account, banner
 
 
 async def _read_form(request: Request, visitor: Visitor) -> None:
@@ -235,7 +236,28 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-async def visitor(request: Request) -> Visitor:
+async def _unit_of_work(request: Request) -> AsyncIterator[Session]:
+    """The page's unit of work (`dupify.db.unit_of_work`): committed after the route, before the
+    response is sent, so a browser that sees the answer can rely on what it says was saved.
+
+    A redirect to sign in is an answer, not a failure: what the request did is kept (ending an
+    idle session, say); any other exception rolls everything back.
+    """
+    redirect: PortalRedirect | None = None
+    async with unit_of_work(get_runtime(request).sessions) as db:
+        try:
+            yield db
+        except PortalRedirect as exc:
+            redirect = exc
+    if redirect is not None:
+        raise redirect
+
+
+async def visitor(
+    request: Request,
+    # Scope "function": the unit of work ends before the response is sent, not after.
+    db: Session = Depends(_unit_of_work, scope="function"),
+) -> Visitor:
     runtime = get_runtime(request)
     query = request.query_params.multi_items()
     if _holds_nul([request.scope.get("path", ""), *(text for pair in query for text in pair)]):
@@ -244,10 +266,10 @@ async def visitor(request: Request) -> Visitor:
         )
     secure = is_tls(request.scope, runtime.settings.portal)
     names = cookie_names(secure)
-    current = Visitor(request=request, runtime=runtime, secure=secure, cookies=names)
+    current = Visitor(request=request, runtime=runtime, db=db, secure=secure, cookies=names)
     token = request.cookies.get(names.session)
     if token:
-        found = await asyncio.to_thread(_load_account, runtime, token)
+        found = await asyncio.to_thread(_load_account, db, runtime, token)
         if found is None:
             current.sign_out()
         else:
@@ -273,17 +295,15 @@ async def visitor(request: Request) -> Visitor:
     return current
 
 
-async def member(request: Request) -> Visitor:
+async def member(request: Request, current: Visitor = Depends(visitor)) -> Visitor:
     """A signed-in visitor; anyone else is sent to sign in and brought back afterwards."""
-    current = await visitor(request)
     if current.account is None:
         next_path = request.url.path if request.method == "GET" else "/dashboard"
         raise PortalRedirect(f"/login?{urlencode({'next': next_path})}")
     return current
 
 
-async def operator(request: Request) -> Visitor:
-    current = await member(request)
+async def operator(current: Visitor = Depends(member)) -> Visitor:
     assert current.account is not None
     if current.account.role != "admin":
         raise PortalRefusal(403, "Operators only", "This page is for the service's operators.")

@@ -1,6 +1,6 @@
 """The playground's work: one or two uploaded images through the API's own analysis pipeline.
 
-The images go through `runtime.analyzer` (what `/v1/analyze` and `/v1/compare` run), are billed
+The images go through `runtime.pipeline` (what `/v1/analyze` and `/v1/compare` run), are billed
 to the account's monthly quota by the process's `Meter` (what the API calls) and leave one
 request-log row, so they count in the quota, the dashboard and the logs exactly like API calls:
 the analysis bills one image per image, the comparison two more, as the two API calls would.
@@ -17,7 +17,8 @@ from dupify.analysis.similarity import DEFAULT_THRESHOLDS, compare
 from dupify.context import RequestContext
 from dupify.db import utcnow
 from dupify.errors import ApiError
-from dupify.pipeline.analyzer import DEFAULT_FEATURES, VISUAL_MODEL, AnalysisOptions
+from dupify.inference.registry import EMBEDDING_ROLE
+from dupify.pipeline.features import DEFAULT_FEATURES, AnalysisOptions
 from dupify.server.runtime import Runtime
 from dupify.usage.recorder import RequestRecord
 
@@ -51,9 +52,9 @@ async def analyse_uploads(
     try:
         await runtime.meter.charge(ctx, len(uploads) + (2 if wants_comparison else 0))
         options = AnalysisOptions(
-            features=DEFAULT_FEATURES, embedding_model=runtime.settings.default_model
+            features=DEFAULT_FEATURES, embedding_model=runtime.registry.roles[EMBEDDING_ROLE]
         )
-        outcomes = await runtime.analyzer.analyze([data for _, data in uploads], options)
+        outcomes = await runtime.pipeline.analyze([data for _, data in uploads], options)
         images = [
             ImageOutcome(name, None, outcome.message)
             if isinstance(outcome, ApiError)
@@ -63,8 +64,8 @@ async def analyse_uploads(
         comparison = None
         analysed = sum(1 for image in images if image.result is not None)
         if wants_comparison and analysed == 2:
-            first, second = await runtime.analyzer.fingerprints(
-                [data for _, data in uploads], ["a", "b"], VISUAL_MODEL
+            first, second = await runtime.pipeline.fingerprints_all(
+                [data for _, data in uploads], ["a", "b"]
             )
             comparison = compare(first, second, DEFAULT_THRESHOLDS)
         await runtime.meter.settle(ctx, analysed + (2 if comparison is not None else 0))

@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
 from dupify.accounts.service import AccountError, find_by_email, normalise_email
@@ -26,7 +25,7 @@ from dupify.portal.routes_auth import NAME_MAX
 from dupify.portal.sessions import end_all_sessions
 from dupify.portal.throttle import password_check_allowed, password_check_succeeded
 from dupify.portal.tokens import issue_token, revoke_tokens
-from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_runtime, export_account
+from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_server, export_account
 from dupify.privacy.policy import acknowledge_policy
 
 router = APIRouter(include_in_schema=False)
@@ -47,10 +46,10 @@ def _page(
     return v.render("account.html", status=status, errors=errors or {}, values=values or {})
 
 
-def _current(v: Visitor, db: Session) -> Account:
-    """The signed-in account, loaded in this unit of work (so changes to it are saved)."""
+def _current(v: Visitor) -> Account:
+    """The signed-in account, in the request's unit of work (so changes to it are saved)."""
     assert v.account is not None
-    account = db.get(Account, v.account.id)
+    account = v.db.get(Account, v.account.id)
     if account is None:
         raise PortalRefusal(404, "No such account", "This account no longer exists.")
     return account
@@ -67,8 +66,7 @@ async def _password_refusal(
         return _page(v, status=429, errors={field: TOO_MANY_CHECKS_MESSAGE}, values=values)
 
     def matches() -> bool:
-        with v.db() as db:
-            return verify_password(_current(v, db).password_hash, v.form.get(field, ""))
+        return verify_password(_current(v).password_hash, v.form.get(field, ""))
 
     if not await asyncio.to_thread(matches):
         return _page(v, status=400, errors={field: NOT_CURRENT_MESSAGE}, values=values)
@@ -87,8 +85,7 @@ def save_profile(v: Visitor = Depends(member)) -> Response:
     if not name or len(name) > NAME_MAX:
         message = "Enter your name." if not name else f"At most {NAME_MAX} characters."
         return _page(v, status=400, errors={"name": message}, values={"name": name})
-    with v.db() as db:
-        _current(v, db).name = name
+    _current(v).name = name
     return v.redirect("/account", notice="profile_saved")
 
 
@@ -116,22 +113,21 @@ async def change_email(v: Visitor = Depends(member)) -> Response:
 def _send_email_change(v: Visitor, new_email: str) -> bool:
     """Mail a confirmation link to `new_email` unless another account has it; False when it is
     already this account's address."""
-    with v.db() as db:
-        account = _current(v, db)
-        if new_email == account.email:
-            return False
-        if find_by_email(db, new_email) is None:
-            token = issue_token(
-                db,
-                account_id=account.id,
-                purpose="change_email",
-                lifetime=v.runtime.settings.portal.email_link_lifetime,
-                secret=v.secret,
-                now=utcnow(),
-                new_email=new_email,
-            )
-            mails.send_email_change(db, account, new_email, v.link(f"/verify-email/{token}"))
-        return True
+    account = _current(v)
+    if new_email == account.email:
+        return False
+    if find_by_email(v.db, new_email) is None:
+        token = issue_token(
+            v.db,
+            account_id=account.id,
+            purpose="change_email",
+            lifetime=v.runtime.settings.portal.email_link_lifetime,
+            secret=v.secret,
+            now=utcnow(),
+            new_email=new_email,
+        )
+        mails.send_email_change(v.db, account, new_email, v.link(f"/verify-email/{token}"))
+    return True
 
 
 @router.post("/account/password")
@@ -144,30 +140,28 @@ async def change_password(v: Visitor = Depends(member)) -> Response:
 
 def _set_new_password(v: Visitor) -> Response:
     new_password = v.form.get("new_password", "")
-    with v.db() as db:
-        account = _current(v, db)
-        try:
-            check_new_password(new_password, email=account.email)
-        except PasswordRuleError as exc:
-            return _page(v, status=400, errors={"new_password": str(exc)})
-        account.password_hash = hash_password(new_password)
-        end_all_sessions(db, account.id)
-        # Whoever knew the old password may have started a reset or a move to their address.
-        revoke_tokens(db, account.id, ("reset_password", "change_email"))
-        record_event(db, "password_changed", actor_account_id=account.id, account_id=account.id)
-        mails.send_password_changed(db, account)
-        # Every session ended, this one included; the browser that changed it gets a new one.
-        v.session_id = None
-        v.sign_in(db, account)
+    account = _current(v)
+    try:
+        check_new_password(new_password, email=account.email)
+    except PasswordRuleError as exc:
+        return _page(v, status=400, errors={"new_password": str(exc)})
+    account.password_hash = hash_password(new_password)
+    end_all_sessions(v.db, account.id)
+    # Whoever knew the old password may have started a reset or a move to their address.
+    revoke_tokens(v.db, account.id, ("reset_password", "change_email"))
+    record_event(v.db, "password_changed", actor_account_id=account.id, account_id=account.id)
+    mails.send_password_changed(v.db, account)
+    # Every session ended, this one included; the browser that changed it gets a new one.
+    v.session_id = None
+    v.sign_in(account)
     return v.redirect("/account", notice="password_changed")
 
 
 @router.post("/account/preferences")
 def save_preferences(v: Visitor = Depends(member)) -> Response:
-    with v.db() as db:
-        account = _current(v, db)
-        account.pref_announcements = v.form.get("pref_announcements") == "yes"
-        account.pref_usage_analytics = v.form.get("pref_usage_analytics") == "yes"
+    account = _current(v)
+    account.pref_announcements = v.form.get("pref_announcements") == "yes"
+    account.pref_usage_analytics = v.form.get("pref_usage_analytics") == "yes"
     return v.redirect("/account", notice="preferences_saved")
 
 
@@ -179,10 +173,9 @@ async def download_export(v: Visitor = Depends(member)) -> Response:
     await v.runtime.recorder.flush()
 
     def export() -> dict[str, Any]:
-        with v.db() as db:
-            record_event(db, "export", actor_account_id=account_id, account_id=account_id)
-            db.flush()
-            return export_account(db, account_id)
+        record_event(v.db, "export", actor_account_id=account_id, account_id=account_id)
+        v.db.flush()
+        return export_account(v.db, account_id)
 
     try:
         data = await asyncio.to_thread(export)
@@ -214,10 +207,10 @@ async def delete_own_account(v: Visitor = Depends(member)) -> Response:
     if refusal is not None:
         return refusal
     try:
-        await delete_account_in_runtime(v.runtime, account_id, initiated_by="self")
+        await delete_account_in_server(v.runtime, v.db, account_id, initiated_by="self")
     except AccountNotFound as exc:
         raise PortalRefusal(404, "No such account", "This account no longer exists.") from exc
-    v.sign_out()
+    await asyncio.to_thread(v.sign_out)
     return v.redirect("/", notice="account_deleted")
 
 
@@ -226,7 +219,6 @@ def acknowledge(v: Visitor = Depends(member)) -> Response:
     assert v.account is not None
     version = v.runtime.settings.policy_version
     if v.form.get("version") == str(version):
-        with v.db() as db:
-            acknowledge_policy(db, v.account.id, version)
+        acknowledge_policy(v.db, v.account.id, version)
         v.policy_banner = None
     return v.redirect("/dashboard", notice="policy_acknowledged")

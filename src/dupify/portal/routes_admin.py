@@ -28,7 +28,7 @@ from dupify.mail.announcements import announce
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import OutboxError
 from dupify.portal.context import PortalRefusal, Visitor, operator
-from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_runtime
+from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_server
 from dupify.usage.analytics import usage_by_day_plan_endpoint
 from dupify.usage.models import RequestLog
 
@@ -90,12 +90,7 @@ def _overview(db: Session) -> dict[str, Any]:
 @router.get("/admin")
 async def admin_page(v: Visitor = Depends(operator)) -> Response:
     await v.runtime.recorder.flush()
-
-    def load() -> dict[str, Any]:
-        with v.db() as db:
-            return _overview(db)
-
-    overview = await asyncio.to_thread(load)
+    overview = await asyncio.to_thread(_overview, v.db)
     return v.render("admin.html", plans=sorted(v.runtime.settings.plans), **overview)
 
 
@@ -109,19 +104,18 @@ def change_plan(account_id: str, v: Visitor = Depends(operator)) -> Response:
     plan = v.field("plan")
     if plan not in v.runtime.settings.plans:
         raise PortalRefusal(400, "Unknown plan", "Choose one of this deployment's plans.")
-    with v.db() as db:
-        account = db.get(Account, account_id)
-        if account is None:
-            raise PortalRefusal(404, "No such account", "There is no account with that id.")
-        if account.plan != plan:
-            record_event(
-                db,
-                "plan_changed",
-                actor_account_id=_actor(v),
-                account_id=account.id,
-                detail=f"{account.plan} -> {plan}",
-            )
-            account.plan = plan
+    account = v.db.get(Account, account_id)
+    if account is None:
+        raise PortalRefusal(404, "No such account", "There is no account with that id.")
+    if account.plan != plan:
+        record_event(
+            v.db,
+            "plan_changed",
+            actor_account_id=_actor(v),
+            account_id=account.id,
+            detail=f"{account.plan} -> {plan}",
+        )
+        account.plan = plan
     return v.redirect("/admin", notice="admin_done")
 
 
@@ -131,8 +125,8 @@ async def account_action(account_id: str, action: str, v: Visitor = Depends(oper
         if account_id == _actor(v):
             raise PortalRefusal(400, "Not here", "Delete your own account on the account page.")
         try:
-            await delete_account_in_runtime(
-                v.runtime, account_id, initiated_by="operator", operator_id=_actor(v)
+            await delete_account_in_server(
+                v.runtime, v.db, account_id, initiated_by="operator", operator_id=_actor(v)
             )
         except AccountNotFound as exc:
             raise PortalRefusal(
@@ -144,12 +138,11 @@ async def account_action(account_id: str, action: str, v: Visitor = Depends(oper
     if account_id == _actor(v):
         raise PortalRefusal(400, "Not here", "Operators cannot suspend their own account.")
 
-    def apply() -> None:
-        with v.db() as db:
-            set_account_suspended(db, account_id, action == "suspend", actor_account_id=_actor(v))
-
+    suspend = action == "suspend"
     try:
-        await asyncio.to_thread(apply)
+        await asyncio.to_thread(
+            set_account_suspended, v.db, account_id, suspend, actor_account_id=_actor(v)
+        )
     except AccountError as exc:
         raise PortalRefusal(404, "No such account", "There is no account with that id.") from exc
     return v.redirect("/admin", notice="admin_done")
@@ -160,8 +153,7 @@ def key_action(key_id: str, action: str, v: Visitor = Depends(operator)) -> Resp
     if action not in ("suspend", "unsuspend"):
         raise PortalRefusal(404, "No such action", "That operator action does not exist.")
     try:
-        with v.db() as db:
-            set_key_suspended(db, key_id, action == "suspend", actor_account_id=_actor(v))
+        set_key_suspended(v.db, key_id, action == "suspend", actor_account_id=_actor(v))
     except KeyRequestError as exc:
         raise PortalRefusal(404, "No such key", "There is no key with that id.") from exc
     return v.redirect("/admin", notice="admin_done")
@@ -170,8 +162,7 @@ def key_action(key_id: str, action: str, v: Visitor = Depends(operator)) -> Resp
 @router.post("/admin/flags/{flag_id}/resolve")
 def resolve(flag_id: int, v: Visitor = Depends(operator)) -> Response:
     try:
-        with v.db() as db:
-            resolve_flag(db, flag_id, actor_account_id=_actor(v))
+        resolve_flag(v.db, flag_id, actor_account_id=_actor(v))
     except KeyRequestError as exc:
         raise PortalRefusal(404, "No such flag", "There is no abuse flag with that id.") from exc
     return v.redirect("/admin", notice="admin_done")
@@ -180,13 +171,12 @@ def resolve(flag_id: int, v: Visitor = Depends(operator)) -> Response:
 @router.post("/admin/announce")
 def send_announcement(v: Visitor = Depends(operator)) -> Response:
     try:
-        with v.db() as db:
-            announce(
-                db,
-                subject=v.field("subject"),
-                body=v.form.get("body", ""),
-                actor_account_id=_actor(v),
-            )
+        announce(
+            v.db,
+            subject=v.field("subject"),
+            body=v.form.get("body", ""),
+            actor_account_id=_actor(v),
+        )
     except OutboxError as exc:
         raise PortalRefusal(
             400, "The announcement was not sent", str(exc).capitalize() + "."

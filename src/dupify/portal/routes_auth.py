@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
 from dupify.accounts.service import AccountError, create_account, find_by_email, normalise_email
 from dupify.audit.service import record_event
-from dupify.db import utcnow
+from dupify.db import after_commit, utcnow
 from dupify.portal import mails
 from dupify.portal.context import Visitor, member, safe_next, visitor
 from dupify.portal.passwords import (
@@ -95,70 +95,68 @@ def _register(v: Visitor, email: str) -> str | None:
     """Create the account and mail its confirmation link; if the address is taken, create
     nothing and return that account's id."""
     password_hash = hash_password(v.form["password"])
-    with v.db() as db:
-        existing = find_by_email(db, email)
-        if existing is not None:
-            return existing.id
-        account = create_account(db, email=email, name=v.field("name"))
-        account.password_hash = password_hash
-        _send_verification(v, db, account)
-        return None
+    existing = find_by_email(v.db, email)
+    if existing is not None:
+        return existing.id
+    account = create_account(v.db, email=email, name=v.field("name"))
+    account.password_hash = password_hash
+    _send_verification(v, account)
+    return None
 
 
 def _send_signup_attempt_notice(v: Visitor, account_id: str) -> None:
-    with v.db() as db:
-        account = db.get(Account, account_id)
-        if account is not None:
-            mails.send_signup_attempt_notice(db, account, v.link("/login"))
+    account = v.db.get(Account, account_id)
+    if account is not None:
+        mails.send_signup_attempt_notice(v.db, account, v.link("/login"))
 
 
-def _send_verification(v: Visitor, db: Session, account: Account) -> None:
+def _send_verification(v: Visitor, account: Account) -> None:
     token = issue_token(
-        db,
+        v.db,
         account_id=account.id,
         purpose="verify_email",
         lifetime=v.runtime.settings.portal.email_link_lifetime,
         secret=v.secret,
         now=utcnow(),
     )
-    mails.send_verification(db, account, v.link(f"/verify-email/{token}"))
+    mails.send_verification(v.db, account, v.link(f"/verify-email/{token}"))
 
 
 @router.get("/verify-email/{token}")
 def verify_email(token: str, v: Visitor = Depends(visitor)) -> Response:
     """Confirms a sign-up address, or a new address that then replaces the old one."""
-    with v.db() as db:
-        row = find_token(
-            db, token, purposes=("verify_email", "change_email"), secret=v.secret, now=utcnow()
+    db = v.db
+    row = find_token(
+        db, token, purposes=("verify_email", "change_email"), secret=v.secret, now=utcnow()
+    )
+    account = db.get(Account, row.account_id) if row is not None else None
+    if row is None or account is None:
+        return v.render(
+            "message.html",
+            status=400,
+            title="This link does not work",
+            message="The link is invalid, already used or expired. Ask for a new one.",
+            link="/login",
+            link_text="Sign in",
         )
-        account = db.get(Account, row.account_id) if row is not None else None
-        if row is None or account is None:
+    use_token(row, utcnow())
+    if row.purpose == "change_email":
+        assert row.new_email is not None
+        if find_by_email(db, row.new_email) is not None:
             return v.render(
                 "message.html",
-                status=400,
-                title="This link does not work",
-                message="The link is invalid, already used or expired. Ask for a new one.",
-                link="/login",
-                link_text="Sign in",
+                status=409,
+                title="That address is taken",
+                message="Another account uses that email address now; nothing was changed.",
+                link="/account",
+                link_text="Back to your account",
             )
-        use_token(row, utcnow())
-        if row.purpose == "change_email":
-            assert row.new_email is not None
-            if find_by_email(db, row.new_email) is not None:
-                return v.render(
-                    "message.html",
-                    status=409,
-                    title="That address is taken",
-                    message="Another account uses that email address now; nothing was changed.",
-                    link="/account",
-                    link_text="Back to your account",
-                )
-            account.email = row.new_email
-            # Reset links went to the old address: its holder no longer speaks for the account.
-            revoke_tokens(db, account.id, ("reset_password",))
-            record_event(db, "email_changed", actor_account_id=account.id, account_id=account.id)
-        account.email_verified_at = utcnow()
-        changed = row.purpose == "change_email"
+        account.email = row.new_email
+        # Reset links went to the old address: its holder no longer speaks for the account.
+        revoke_tokens(db, account.id, ("reset_password",))
+        record_event(db, "email_changed", actor_account_id=account.id, account_id=account.id)
+    account.email_verified_at = utcnow()
+    changed = row.purpose == "change_email"
     if v.account is not None and v.account.id == account.id:
         if changed:
             return v.redirect("/account", notice="email_changed")
@@ -169,10 +167,8 @@ def verify_email(token: str, v: Visitor = Depends(visitor)) -> Response:
 @router.post("/verify-email/resend")
 def resend_verification(v: Visitor = Depends(member)) -> Response:
     assert v.account is not None
-    with v.db() as db:
-        account = db.get(Account, v.account.id)
-        if account is not None and account.email_verified_at is None:
-            _send_verification(v, db, account)
+    if v.account.email_verified_at is None:
+        _send_verification(v, v.account)
     return v.redirect("/dashboard", notice="verification_sent")
 
 
@@ -205,41 +201,41 @@ async def login(v: Visitor = Depends(visitor)) -> Response:
             values=values,
             next_path=next_path,
         )
-    await login_succeeded(v.runtime, email, v.client_address)
+    # Only a sign-in that was saved clears the failure count.
+    after_commit(v.db, partial(login_succeeded, v.runtime, email, v.client_address))
     return v.redirect(next_path)
 
 
 def _check_credentials(v: Visitor, email: str, password: str) -> Account | str:
     """Signs in and returns the account, or returns the message to show."""
     wrong = "The email address or the password is not right."
-    with v.db() as db:
-        account = find_by_email(db, email) if email else None
-        matches = verify_password(account.password_hash if account else None, password)
-        if account is None or not matches:
-            record_event(db, "login_failed", account_id=account.id if account else None)
-            return wrong
-        if account.suspended_at is not None:
-            record_event(db, "login_failed", account_id=account.id, detail="suspended")
-            contact = v.runtime.settings.portal.contact_email
-            return f"This account is suspended. Contact {contact} to resolve it."
-        if account.email_verified_at is None:
-            return (
-                "Confirm your email address first: open the link we emailed you, or reset "
-                "your password to get a new link."
-            )
-        if account.password_hash and needs_rehash(account.password_hash):
-            account.password_hash = hash_password(password)
-        v.sign_in(db, account)
-        record_event(db, "login", actor_account_id=account.id, account_id=account.id)
-        return account
+    db = v.db
+    account = find_by_email(db, email) if email else None
+    matches = verify_password(account.password_hash if account else None, password)
+    if account is None or not matches:
+        record_event(db, "login_failed", account_id=account.id if account else None)
+        return wrong
+    if account.suspended_at is not None:
+        record_event(db, "login_failed", account_id=account.id, detail="suspended")
+        contact = v.runtime.settings.portal.contact_email
+        return f"This account is suspended. Contact {contact} to resolve it."
+    if account.email_verified_at is None:
+        return (
+            "Confirm your email address first: open the link we emailed you, or reset "
+            "your password to get a new link."
+        )
+    if account.password_hash and needs_rehash(account.password_hash):
+        account.password_hash = hash_password(password)
+    v.sign_in(account)
+    record_event(db, "login", actor_account_id=account.id, account_id=account.id)
+    return account
 
 
 @router.post("/logout")
 def logout(v: Visitor = Depends(visitor)) -> Response:
-    with v.db() as db:
-        if v.account is not None:
-            record_event(db, "logout", actor_account_id=v.account.id, account_id=v.account.id)
-        v.sign_out(db)
+    if v.account is not None:
+        record_event(v.db, "logout", actor_account_id=v.account.id, account_id=v.account.id)
+    v.sign_out()
     return v.redirect("/login", notice="signed_out")
 
 
@@ -270,20 +266,19 @@ async def reset_request(v: Visitor = Depends(visitor)) -> Response:
 
 
 def _send_reset(v: Visitor, email: str) -> None:
-    with v.db() as db:
-        account = find_by_email(db, email)
-        if account is None or account.suspended_at is not None:
-            return
-        token = issue_token(
-            db,
-            account_id=account.id,
-            purpose="reset_password",
-            lifetime=v.runtime.settings.portal.reset_link_lifetime,
-            secret=v.secret,
-            now=utcnow(),
-        )
-        mails.send_password_reset(db, account, v.link(f"/reset-password/{token}"))
-        record_event(db, "password_reset_requested", account_id=account.id)
+    account = find_by_email(v.db, email)
+    if account is None or account.suspended_at is not None:
+        return
+    token = issue_token(
+        v.db,
+        account_id=account.id,
+        purpose="reset_password",
+        lifetime=v.runtime.settings.portal.reset_link_lifetime,
+        secret=v.secret,
+        now=utcnow(),
+    )
+    mails.send_password_reset(v.db, account, v.link(f"/reset-password/{token}"))
+    record_event(v.db, "password_reset_requested", account_id=account.id)
 
 
 def _invalid_link(v: Visitor) -> Response:
@@ -299,8 +294,7 @@ def _invalid_link(v: Visitor) -> Response:
 
 @router.get("/reset-password/{token}")
 def reset_form(token: str, v: Visitor = Depends(visitor)) -> Response:
-    with v.db() as db:
-        row = find_token(db, token, purposes=("reset_password",), secret=v.secret, now=utcnow())
+    row = find_token(v.db, token, purposes=("reset_password",), secret=v.secret, now=utcnow())
     if row is None:
         return _invalid_link(v)
     return v.render("reset_form.html", errors={}, token=token)
@@ -309,27 +303,25 @@ def reset_form(token: str, v: Visitor = Depends(visitor)) -> Response:
 @router.post("/reset-password/{token}")
 def reset_password(token: str, v: Visitor = Depends(visitor)) -> Response:
     password = v.form.get("password", "")
-    with v.db() as db:
-        row = find_token(db, token, purposes=("reset_password",), secret=v.secret, now=utcnow())
-        account = db.get(Account, row.account_id) if row is not None else None
-        if row is None or account is None:
-            return _invalid_link(v)
-        try:
-            check_new_password(password, email=account.email)
-        except PasswordRuleError as exc:
-            return v.render(
-                "reset_form.html", status=400, errors={"password": str(exc)}, token=token
-            )
-        use_token(row, utcnow())
-        # Whoever knew the old password may have started moving the account to their address.
-        revoke_tokens(db, account.id, ("change_email",))
-        account.password_hash = hash_password(password)
-        # The link proved control of the mailbox, which is what confirming the address means.
-        account.email_verified_at = account.email_verified_at or utcnow()
-        end_all_sessions(db, account.id)
-        record_event(db, "password_changed", actor_account_id=account.id, account_id=account.id)
-        mails.send_password_changed(db, account)
-        v.sign_out()
+    db = v.db
+    row = find_token(db, token, purposes=("reset_password",), secret=v.secret, now=utcnow())
+    account = db.get(Account, row.account_id) if row is not None else None
+    if row is None or account is None:
+        return _invalid_link(v)
+    try:
+        check_new_password(password, email=account.email)
+    except PasswordRuleError as exc:
+        return v.render("reset_form.html", status=400, errors={"password": str(exc)}, token=token)
+    use_token(row, utcnow())
+    # Whoever knew the old password may have started moving the account to their address.
+    revoke_tokens(db, account.id, ("change_email",))
+    account.password_hash = hash_password(password)
+    # The link proved control of the mailbox, which is what confirming the address means.
+    account.email_verified_at = account.email_verified_at or utcnow()
+    end_all_sessions(db, account.id)
+    record_event(db, "password_changed", actor_account_id=account.id, account_id=account.id)
+    mails.send_password_changed(db, account)
+    v.sign_out()
     return v.redirect("/login", notice="password_reset")
 
 

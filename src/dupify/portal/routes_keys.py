@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from dupify.accounts.models import Account
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.keys.service import (
@@ -44,8 +43,7 @@ def _page(
     created: CreatedKey | None = None,
 ) -> Response:
     assert v.account is not None
-    with v.db() as db:
-        keys = list_keys(db, v.account.id)
+    keys = list_keys(v.db, v.account.id)
     now = utcnow()
     return v.render(
         "keys.html",
@@ -86,18 +84,15 @@ def create_key_from_form(v: Visitor = Depends(member)) -> Response:
     if errors:
         return _page(v, status=400, errors=errors, values=values)
     days = EXPIRY_CHOICES[expiry]
-    with v.db() as db:
-        account = db.get(Account, v.account.id)
-        assert account is not None
-        created = create_key(
-            db,
-            account,
-            secret=v.secret,
-            name=name,
-            scopes=scopes,
-            expires_in=timedelta(days=days) if days else None,
-            actor_account_id=account.id,  # create_key writes the key_created audit row
-        )
+    created = create_key(
+        v.db,
+        v.account,
+        secret=v.secret,
+        name=name,
+        scopes=scopes,
+        expires_in=timedelta(days=days) if days else None,
+        actor_account_id=v.account.id,  # create_key writes the key_created audit row
+    )
     return _page(v, status=201, created=created)
 
 
@@ -105,10 +100,9 @@ def create_key_from_form(v: Visitor = Depends(member)) -> Response:
 def revoke_key_from_form(key_id: str, v: Visitor = Depends(member)) -> Response:
     assert v.account is not None
     try:
-        with v.db() as db:
-            # Scoped to the signed-in account: another account's key id is simply not found.
-            # revoke_key writes the key_revoked audit row (once, on the first revocation).
-            revoke_key(db, key_id, account_id=v.account.id, actor_account_id=v.account.id)
+        # Scoped to the signed-in account: another account's key id is simply not found.
+        # revoke_key writes the key_revoked audit row (once, on the first revocation).
+        revoke_key(v.db, key_id, account_id=v.account.id, actor_account_id=v.account.id)
     except KeyRequestError as exc:
         raise PortalRefusal(404, "No such key", "You have no API key with that id.") from exc
     return v.redirect("/keys", notice="key_revoked")

@@ -28,11 +28,10 @@ async def dashboard(v: Visitor = Depends(member)) -> Response:
     await v.runtime.recorder.flush()
 
     def load() -> tuple[usage_views.Summary, list[RequestLog]]:
-        with v.db() as db:
-            return (
-                usage_views.last_30_days(db, account.id, now),
-                usage_views.latest_errors(db, account.id),
-            )
+        return (
+            usage_views.last_30_days(v.db, account.id, now),
+            usage_views.latest_errors(v.db, account.id),
+        )
 
     summary, errors = await asyncio.to_thread(load)
     plan = v.runtime.settings.plan(account.plan)
@@ -89,9 +88,8 @@ async def logs(
     await v.runtime.recorder.flush()
 
     def load() -> tuple[list[RequestLog], int, list[str]]:
-        with v.db() as db:
-            rows, total = usage_views.log_page(db, account_id, chosen)
-            return rows, total, usage_views.account_endpoints(db, account_id)
+        rows, total = usage_views.log_page(v.db, account_id, chosen)
+        return rows, total, usage_views.account_endpoints(v.db, account_id)
 
     rows, total, endpoints = await asyncio.to_thread(load)
     pages = max(1, -(-total // LOG_PAGE_SIZE))

@@ -63,7 +63,11 @@ def start_session(
 def load_session(
     db: Session, token: str, *, secret: bytes, settings: PortalSettings, now: datetime
 ) -> tuple[WebSession, Account] | None:
-    """The live session and its account, or None (an expired or idle session is removed)."""
+    """The live session and its account, or None (an expired or idle session is removed).
+
+    Like `touch_session`, this flushes nothing: the removal goes out with the page's own writes,
+    so on SQLite the request does not hold the write lock before it needs it.
+    """
     row = db.execute(
         select(WebSession, Account)
         .join(Account, Account.id == WebSession.account_id)
@@ -77,12 +81,14 @@ def load_session(
         or web_session.last_seen_at + settings.session_idle_timeout <= now
     ):
         db.delete(web_session)
-        db.flush()
         return None
+    return web_session, account
+
+
+def touch_session(web_session: WebSession, now: datetime) -> None:
+    """Note that the session was used (for the idle timeout), written at the next flush."""
     if now - web_session.last_seen_at >= _TOUCH_EVERY:
         web_session.last_seen_at = now
-        db.flush()
-    return web_session, account
 
 
 def end_session(db: Session, session_id: str) -> None:

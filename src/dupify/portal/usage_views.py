@@ -1,7 +1,7 @@
 """The figures of the dashboard and the logs page, from the account's own request-log rows.
 
-Per-day sums and latency percentiles reuse `/v1/usage`'s `summarise` and `percentile`, and the
-quota uses the same count the limiter enforces, so the portal and the API never disagree.
+Per-day sums and latency percentiles come from `dupify.usage.queries`, as `/v1/usage`'s do, and
+the quota uses the same count the limiter enforces, so the portal and the API never disagree.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dupify.api.usage import percentile, summarise, usage_rows
 from dupify.usage.models import RequestLog
+from dupify.usage.queries import percentile, summarise, usage_rows
 
 CHART_DAYS = 30
 CHART_WIDTH = 720

@@ -1,8 +1,8 @@
 """Account deletion and export (PRIVACY.md rows 9 and 15): every stored datum, removed or given.
 
-Both are used by the portal and the CLI. Deletion removes every row about the account in one
-transaction, then what lives outside the database (the result cache, the rate-limit counters),
-then leaves a tombstone without personal data. Export gathers the same rows as plain JSON.
+Both are used by the portal and the CLI. Deletion removes every row about the account in the
+caller's unit of work, and what lives outside the database (the result cache, the rate-limit
+counters); a tombstone without personal data stays. Export gathers the same rows as JSON.
 """
 
 from __future__ import annotations
@@ -14,30 +14,34 @@ from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from functools import partial
+from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import Column, ColumnElement, Connection, CursorResult, delete, or_, select, text
-from sqlalchemy.orm import Session, sessionmaker
-
-from dupify.accounts.models import (
-    Account,
-    DeletionTombstone,
-    OneTimeToken,
-    PolicyAcknowledgement,
-    WebSession,
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    delete,
+    or_,
+    select,
+    text,
 )
+from sqlalchemy.orm import Session
+
+from dupify.abuse.models import AbuseFlag
+from dupify.accounts.models import Account, DeletionTombstone, OneTimeToken, WebSession
 from dupify.audit.models import AuditEvent
 from dupify.audit.service import record_event
 from dupify.config import Settings
-from dupify.db import Base, create_db_engine, session_factory, transaction, utcnow
-from dupify.keys.models import AbuseFlag, ApiKey
+from dupify.db import Base, after_commit, create_db_engine, session_factory, unit_of_work, utcnow
+from dupify.keys.models import ApiKey
 from dupify.keys.secret import server_secret
 from dupify.limits.backends import open_backends
 from dupify.mail.models import OutboxMessage
+from dupify.privacy.models import PolicyAcknowledgement
 from dupify.usage.models import RequestLog
-
-if TYPE_CHECKING:
-    from dupify.server.runtime import Runtime
 
 log = logging.getLogger("dupify.accounts")
 
@@ -59,13 +63,33 @@ class LimitCounters(Protocol):
     async def forget_account(self, account_id: str, key_ids: Iterable[str] = ...) -> None: ...
 
 
+class BufferedUsage(Protocol):
+    """The usage recorder (`usage.recorder`): writes its buffered request-log rows now."""
+
+    async def flush(self) -> int: ...
+
+
+class ServerState(Protocol):
+    """What a running server keeps about accounts outside its tables (its runtime)."""
+
+    @property
+    def recorder(self) -> BufferedUsage: ...
+
+    @property
+    def cache(self) -> CachedResults: ...
+
+    @property
+    def limiter(self) -> LimitCounters: ...
+
+
 class AccountNotFound(LookupError):
     """No account with the given id (it may have been deleted already)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class DeletionReport:
-    """What a deletion removed: rows per table and result-cache entries."""
+    """What a deletion removed: rows per table and result-cache entries (the count is complete
+    once the unit of work has committed: entries are forgotten again after the commit)."""
 
     deleted_at: datetime
     rows_removed: dict[str, int] = field(default_factory=dict)
@@ -73,7 +97,7 @@ class DeletionReport:
 
 
 async def delete_account(
-    sessions: sessionmaker[Session],
+    session: Session,
     account_id: str,
     *,
     initiated_by: Initiator,
@@ -81,45 +105,90 @@ async def delete_account(
     cache: CachedResults | None = None,
     limiter: LimitCounters | None = None,
 ) -> DeletionReport:
-    """Delete the account and everything about it; raises AccountNotFound if there is none.
+    """Delete the account and everything about it in the caller's unit of work (an async one,
+    `dupify.db.unit_of_work`); raises AccountNotFound if there is none.
 
     The portal passes `initiated_by="self"`; the CLI and /admin pass `"operator"` (with the
     operator's own account id for the audit row, never the deleted account's). `cache` and
     `limiter` are the runtime's: their entries are removed now, not left to expire.
 
     The cache and limiter are cleared before the rows go, so if Redis is down (`KvUnavailable`)
-    nothing is deleted yet and the caller can retry; and again afterwards, for entries written
-    by requests in between (after the rows are gone the keys are refused, so nothing new comes).
+    nothing is deleted and the caller can retry; and again after the commit, for entries written
+    by requests in between (once the rows are gone the keys are refused, so nothing new comes).
     """
-    key_ids = await asyncio.to_thread(_key_ids, sessions, account_id)
+    key_ids = await asyncio.to_thread(_key_ids, session, account_id)
     cached = await _forget(account_id, key_ids, cache, limiter)
     rows_removed, key_ids = await asyncio.to_thread(
-        _delete_rows, sessions, account_id, initiated_by, operator_id
+        _delete_rows, session, account_id, initiated_by, operator_id
     )
+    report = DeletionReport(deleted_at=utcnow(), rows_removed=rows_removed, cached_results=cached)
+    engine = cast(Engine, session.get_bind())
+    after_commit(
+        session,
+        partial(_after_deletion, report, account_id, key_ids, cache, limiter, engine, initiated_by),
+    )
+    return report
+
+
+async def _after_deletion(
+    report: DeletionReport,
+    account_id: str,
+    key_ids: Sequence[str],
+    cache: CachedResults | None,
+    limiter: LimitCounters | None,
+    engine: Engine,
+    initiated_by: Initiator,
+) -> None:
     try:
-        cached += await _forget(account_id, key_ids, cache, limiter)
+        report.cached_results += await _forget(account_id, key_ids, cache, limiter)
     except Exception:
         log.warning(
             "after an account deletion the cache/limiter were unreachable; entries written "
             "during the deletion expire with their TTL and can no longer be read"
         )
-    await asyncio.to_thread(_reclaim_deleted_pages, sessions)
+    await asyncio.to_thread(_reclaim_deleted_pages, engine)
     # Counts only: the log must not hold the deleted account's id, email or name.
     log.info(
         "account deleted (%s): %d rows, %d cached results",
         initiated_by,
-        sum(rows_removed.values()),
-        cached,
+        sum(report.rows_removed.values()),
+        report.cached_results,
     )
-    return DeletionReport(deleted_at=utcnow(), rows_removed=rows_removed, cached_results=cached)
+
+
+async def delete_account_in_server(
+    server: ServerState,
+    session: Session,
+    account_id: str,
+    *,
+    initiated_by: Initiator,
+    operator_id: str | None = None,
+) -> DeletionReport:
+    """`delete_account` in a request (the portal, /admin): the server's buffered request-log
+    rows are written first, so none of the account's rows lands after the deletion, and the
+    server's cache and limiter forget the account.
+
+    Call it before the request's own first write: the recorder writes in its own transaction,
+    which on SQLite would wait for the request's write lock.
+    """
+    await server.recorder.flush()
+    return await delete_account(
+        session,
+        account_id,
+        initiated_by=initiated_by,
+        operator_id=operator_id,
+        cache=server.cache,
+        limiter=server.limiter,
+    )
 
 
 async def delete_account_outside_server(
     settings: Settings, account_id: str, *, operator_id: str | None = None
 ) -> DeletionReport:
-    """`delete_account` from the CLI: its own engine, and the deployment's Redis (if configured)
-    for the shared cache and counters; an embedded cache lives in the servers' memory, where its
-    entries become unreadable with the keys and expire within the cache TTL."""
+    """`delete_account` from the CLI, in a unit of work of its own: its own engine, and the
+    deployment's Redis (if configured) for the shared cache and counters; an embedded cache lives
+    in the servers' memory, where its entries become unreadable with the keys and expire within
+    the cache TTL."""
     engine = create_db_engine(settings.database_url)
     try:
         async with AsyncExitStack() as stack:
@@ -127,14 +196,16 @@ async def delete_account_outside_server(
             limiter: LimitCounters | None = None
             if settings.redis_url:
                 limiter, cache = await open_backends(settings, server_secret(settings), stack)
-            return await delete_account(
-                session_factory(engine),
-                account_id,
-                initiated_by="operator",
-                operator_id=operator_id,
-                cache=cache,
-                limiter=limiter,
-            )
+            async with unit_of_work(session_factory(engine)) as session:
+                report = await delete_account(
+                    session,
+                    account_id,
+                    initiated_by="operator",
+                    operator_id=operator_id,
+                    cache=cache,
+                    limiter=limiter,
+                )
+            return report
     finally:
         engine.dispose()
 
@@ -151,60 +222,33 @@ async def _forget(
     return cached
 
 
-def _key_ids(sessions: sessionmaker[Session], account_id: str) -> list[str]:
-    with sessions() as session:
-        if session.get(Account, account_id) is None:
-            raise AccountNotFound(account_id)
-        return list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id)))
-
-
-async def delete_account_in_runtime(
-    runtime: Runtime,
-    account_id: str,
-    *,
-    initiated_by: Initiator,
-    operator_id: str | None = None,
-) -> DeletionReport:
-    """`delete_account` from inside the server (the portal, /admin): the buffered request-log
-    rows are written first so none of the account's rows lands after the deletion, and the
-    runtime's cache and limiter forget the account."""
-    await runtime.recorder.flush()
-    return await delete_account(
-        runtime.sessions,
-        account_id,
-        initiated_by=initiated_by,
-        operator_id=operator_id,
-        cache=runtime.cache,
-        limiter=runtime.limiter,
-    )
+def _key_ids(session: Session, account_id: str) -> list[str]:
+    if session.get(Account, account_id) is None:
+        raise AccountNotFound(account_id)
+    return list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id)))
 
 
 def _delete_rows(
-    sessions: sessionmaker[Session],
-    account_id: str,
-    initiated_by: Initiator,
-    operator_id: str | None,
+    session: Session, account_id: str, initiated_by: Initiator, operator_id: str | None
 ) -> tuple[dict[str, int], list[str]]:
-    with transaction(sessions) as session:
-        account = session.get(Account, account_id)
-        if account is None:
-            raise AccountNotFound(account_id)
-        email = account.email
-        key_ids = list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id)))
-        removed: dict[str, int] = {}
-        for table, condition in _rows_about(account_id, email, key_ids):
-            result = cast(CursorResult[Any], session.execute(delete(table).where(condition)))
-            removed[table.name] = removed.get(table.name, 0) + result.rowcount
-        session.add(DeletionTombstone(initiated_by=initiated_by))
-        # The audit trail keeps that a deletion happened, and who did it if it was an operator,
-        # but nothing that identifies the deleted account (so no account_id here).
-        actor = operator_id if operator_id != account_id else None
-        record_event(
-            session,
-            "account_deleted",
-            actor_account_id=actor,
-            detail=f"initiated_by={initiated_by}",
-        )
+    account = session.get(Account, account_id)
+    if account is None:
+        raise AccountNotFound(account_id)
+    email = account.email
+    # Read again: a key created while the cache was being cleared goes too.
+    key_ids = list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id)))
+    removed: dict[str, int] = {}
+    for table, condition in _rows_about(account_id, email, key_ids):
+        result = cast(CursorResult[Any], session.execute(delete(table).where(condition)))
+        removed[table.name] = removed.get(table.name, 0) + result.rowcount
+    session.add(DeletionTombstone(initiated_by=initiated_by))
+    # The audit trail keeps that a deletion happened, and who did it if it was an operator,
+    # but nothing that identifies the deleted account (so no account_id here).
+    actor = operator_id if operator_id != account_id else None
+    record_event(
+        session, "account_deleted", actor_account_id=actor, detail=f"initiated_by={initiated_by}"
+    )
+    session.flush()
     return removed, key_ids
 
 
@@ -234,7 +278,7 @@ def _rows_about(
     yield Account.__table__, Account.id == account_id
 
 
-def _reclaim_deleted_pages(sessions: sessionmaker[Session]) -> None:
+def _reclaim_deleted_pages(engine: Engine) -> None:
     """Make deleted rows unreadable on disk, not merely invisible.
 
     SQLite runs with `secure_delete=ON` (db.py), so freed pages are zeroed; but in WAL mode the
@@ -242,9 +286,8 @@ def _reclaim_deleted_pages(sessions: sessionmaker[Session]) -> None:
     it. On PostgreSQL deleted tuples stay in the table files until VACUUM (autovacuum) reclaims
     them; see docs/operations.md.
     """
-    with sessions() as session:
-        connection = session.connection()
-        if connection.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
             _checkpoint_sqlite(connection)
 
 

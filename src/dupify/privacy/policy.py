@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from dupify.accounts.models import Account, PolicyAcknowledgement
+from dupify.accounts.models import Account
 from dupify.audit.service import record_event
 from dupify.db import transaction, utcnow
-from dupify.mail.models import PolicyNotice
 from dupify.mail.outbox import enqueue
+from dupify.privacy.models import PolicyAcknowledgement, PolicyNotice
 
 log = logging.getLogger("dupify.privacy.policy")
 

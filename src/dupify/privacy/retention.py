@@ -16,13 +16,13 @@ from typing import Any, Protocol, cast
 from sqlalchemy import ColumnElement, CursorResult, Table, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dupify.abuse.models import AbuseFlag
 from dupify.accounts.models import Account, OneTimeToken, WebSession
 from dupify.aio import cancel_and_wait
 from dupify.audit.models import AuditEvent
 from dupify.config import Settings
 from dupify.db import transaction, utcnow
 from dupify.jobs import lease
-from dupify.keys.models import AbuseFlag
 from dupify.mail.models import OutboxMessage
 from dupify.usage.models import RequestLog
 

@@ -1,17 +1,13 @@
 """Imports every table so `Base.metadata` is complete (Alembic and the schema tests use it)."""
 
-from dupify.accounts.models import (
-    Account,
-    DeletionTombstone,
-    OneTimeToken,
-    PolicyAcknowledgement,
-    WebSession,
-)
+from dupify.abuse.models import AbuseFlag
+from dupify.accounts.models import Account, DeletionTombstone, OneTimeToken, WebSession
 from dupify.audit.models import AuditEvent
 from dupify.db import Base
 from dupify.jobs.models import JobLease
-from dupify.keys.models import AbuseFlag, ApiKey
-from dupify.mail.models import OutboxMessage, PolicyNotice
+from dupify.keys.models import ApiKey
+from dupify.mail.models import OutboxMessage
+from dupify.privacy.models import PolicyAcknowledgement, PolicyNotice
 from dupify.usage.models import RequestLog
 
 __all__ = [

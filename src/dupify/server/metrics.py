@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dupify.context import RequestContext
 from dupify.errors import ApiError
-from dupify.inference.registry import ModelRegistry
+from dupify.inference.backend import InferenceBackend
 from dupify.server.middleware import CONTEXT_KEY
 
 # The codes that mean "the bytes were not an image we could decode within the caps".
@@ -42,7 +42,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     """The counters the HTTP layer updates, plus the model figures read at scrape time."""
 
-    def __init__(self, models: Callable[[], ModelRegistry | None]) -> None:
+    def __init__(self, backend: Callable[[], InferenceBackend | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "dupify_http_requests",
@@ -75,7 +75,7 @@ class Metrics:
             ("code",),
             registry=self.registry,
         )
-        self.registry.register(_ModelCollector(models))
+        self.registry.register(_ModelCollector(backend))
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "(no route)"
@@ -98,14 +98,14 @@ class Metrics:
 
 
 class _ModelCollector(Collector):
-    """Batcher figures from `ModelRegistry.stats()`, read when Prometheus scrapes."""
+    """Batcher figures from the inference backend's `stats()`, read when Prometheus scrapes."""
 
-    def __init__(self, models: Callable[[], ModelRegistry | None]) -> None:
-        self._models = models
+    def __init__(self, backend: Callable[[], InferenceBackend | None]) -> None:
+        self._backend = backend
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        registry = self._models()
-        if registry is None:
+        backend = self._backend()
+        if backend is None:
             return
         images = CounterMetricFamily(
             "dupify_model_images", "Images run through each model.", labels=["model"]
@@ -128,7 +128,7 @@ class _ModelCollector(Collector):
         sizes = HistogramMetricFamily(
             "dupify_model_batch_size", "Images per inference batch.", labels=["model"]
         )
-        for model_id, stats in registry.stats().items():
+        for model_id, stats in backend.stats().items():
             images.add_metric([model_id], stats.items)
             batches.add_metric([model_id], stats.batches)
             failed.add_metric([model_id], stats.failed_batches)

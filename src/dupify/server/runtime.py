@@ -9,12 +9,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.abuse.guard import KeyGuessingGuard
 from dupify.config import Settings
-from dupify.images.workers import Decoder
+from dupify.inference.backend import InferenceBackend
 from dupify.inference.registry import ModelRegistry
 from dupify.limits.cache import ResultCache
 from dupify.limits.metering import Meter
 from dupify.limits.ratelimit import Limiter
-from dupify.pipeline.analyzer import Analyzer
+from dupify.pipeline.pipeline import Pipeline
 from dupify.usage.recorder import UsageRecorder
 
 
@@ -24,9 +24,9 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     secret: bytes
-    decoder: Decoder
-    registry: ModelRegistry
-    analyzer: Analyzer  # analyze/compare/duplicates over the decoder and registry
+    registry: ModelRegistry  # the models by id and by role (dupify.inference.registry)
+    backend: InferenceBackend  # runs them: the pipeline's core stage (dupify.inference.backend)
+    pipeline: Pipeline  # every image route's one path: pre, core, post (dupify.pipeline)
     recorder: UsageRecorder
     limiter: Limiter  # rate limits, quotas, throttles (dupify.limits.ratelimit)
     cache: ResultCache  # the 24-hour result cache (dupify.limits.cache)

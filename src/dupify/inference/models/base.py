@@ -1,12 +1,18 @@
-"""The protocol every bundled image model satisfies, so the registry and batcher stay generic."""
+"""The small base class every image model extends: `load` its graph, `preprocess` pixels,
+`predict` a batch, over a session the session policy opens."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+
+from dupify.inference.assets import AssetError
+from dupify.inference.session import OrtSession, SessionPolicy
 
 FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
@@ -15,55 +21,69 @@ Array = npt.NDArray[Any]
 EMBEDDING = "embedding"
 
 
-@runtime_checkable
-class ImageModel(Protocol):
+@dataclass(frozen=True)
+class Head:
+    """A model output besides the embedding that a feature reads (e.g. safety, labels)."""
+
+    output: str  # the key of `predict`'s outputs that holds it
+    version: str  # what `/v1/analyze` reports for the feature; part of its cache key
+
+
+class ImageModel(ABC):
     """An image model: pixels -> one input tensor (`preprocess`), tensors -> outputs (`predict`).
 
-    `preprocess` is pure (no session state), so callers may run it in any thread or process.
-    `predict` takes a stacked batch and returns a mapping of named arrays, each with N rows, that
-    holds at least `EMBEDDING`; extra keys (e.g. "nsfw") carry the model's other heads.
+    `load` returns the model's ONNX graph (read from pinned files, or built); the constructor
+    opens it with the session policy and runs one input through `predict`, so a graph that is
+    not what the class expects fails at start-up, not on the first request. `preprocess` is
+    pure (no session state), so callers may run it in any thread or process. `predict` takes a
+    stacked batch and returns named arrays, each with N rows, `EMBEDDING` among them; `heads`
+    names the other outputs that analysis features read.
     """
 
-    @property
-    def id(self) -> str:
-        """Public model id, e.g. "dupify-visual-1"; names the model *and* its version."""
-        ...
+    id: ClassVar[str]  # public model id, e.g. "dupify-visual-1"; names the model *and* version
+    version: ClassVar[str]
+    dimensions: ClassVar[int]  # length of one embedding
+    task: ClassVar[str] = "embedding"  # what /v1/models lists it for
+    created: ClassVar[int]  # fixed Unix time of this version (the `created` of /v1/models)
+    input_shape: ClassVar[tuple[int, ...]]  # one preprocessed tensor: one row of a batch
+    working_side: ClassVar[int]  # smallest shorter side `preprocess` needs; decoders may
+    # downscale to it, never below
+    heads: ClassVar[Mapping[str, Head]] = {}
+    label_names: tuple[str, ...] = ()  # the classes of a "labels" head, in output order
 
-    @property
-    def version(self) -> str: ...
+    def __init__(self, policy: SessionPolicy) -> None:
+        self.policy = policy
+        self.session: OrtSession = policy.session(self.load())
+        self._check_outputs()
 
-    @property
-    def dimensions(self) -> int:
-        """Length of one embedding."""
-        ...
+    @abstractmethod
+    def load(self) -> bytes:
+        """The serialised ONNX graph this model runs, checked against what its version pins."""
 
-    @property
-    def task(self) -> str:
-        """What the model is listed for in /v1/models, e.g. "embedding"."""
-        ...
-
-    @property
-    def created(self) -> int:
-        """Fixed Unix timestamp of this model version (the `created` field of /v1/models)."""
-        ...
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one preprocessed tensor, i.e. one row of a `predict` batch."""
-        ...
-
-    @property
-    def working_side(self) -> int:
-        """Smallest shorter side the pixels need; decoders may downscale to it, never below."""
-        ...
-
+    @abstractmethod
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
         """HxWx3 uint8 RGB pixels of any size -> one tensor of `input_shape`."""
-        ...
 
+    @abstractmethod
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
         """(N, *input_shape) float32 -> named outputs, each with N rows, `EMBEDDING` among them."""
-        ...
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.providers
+
+    def _check_outputs(self) -> None:
+        try:
+            outputs = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
+        except Exception as exc:
+            raise AssetError(f"{self.id}: the graph does not run as expected: {exc}") from exc
+        shapes = {key: np.shape(value) for key, value in outputs.items()}
+        expected = {EMBEDDING: (1, self.dimensions)}
+        if "labels" in self.heads:
+            expected[self.heads["labels"].output] = (1, len(self.label_names))
+        wrong = {key: shape for key, shape in expected.items() if shapes.get(key) != shape}
+        if wrong or any(shape[:1] != (1,) for shape in shapes.values()):
+            raise AssetError(f"{self.id}: unexpected graph outputs {shapes}, expected {expected}")
 
 
 def checked_batch(batch: npt.ArrayLike, input_shape: tuple[int, ...]) -> FloatArray:
@@ -73,11 +93,3 @@ def checked_batch(batch: npt.ArrayLike, input_shape: tuple[int, ...]) -> FloatAr
         expected = ", ".join(str(side) for side in input_shape)
         raise ValueError(f"expected a (N, {expected}) batch, got {array.shape}")
     return array
-
-
-def unit_rows(matrix: npt.ArrayLike) -> FloatArray:
-    """Each row scaled to length 1, as float32. An all-zero row stays zero rather than dividing
-    by zero (pooled ReLU features can be all zero in principle: a blank input kills every unit)."""
-    rows = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.asarray(rows / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)

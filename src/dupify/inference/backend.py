@@ -1,0 +1,119 @@
+"""The core stage's seam: the `InferenceBackend` contract, and `LocalBackend`, its in-process
+implementation (ONNX Runtime sessions behind one micro-batcher per model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import numpy as np
+
+from dupify.config import InferenceSettings
+from dupify.errors import ApiError
+from dupify.inference.batcher import BatcherStats, MicroBatcher, Rows
+from dupify.inference.models.base import Array
+from dupify.inference.registry import ModelRegistry
+
+# What `infer` takes for every model: "tensors", each the output of the model's `preprocess`;
+# or "images", each an upload's bytes as received.
+InputKind = Literal["tensors", "images"]
+ModelInput = Array | bytes
+
+
+class InferenceBackend(Protocol):
+    """Runs one model over the images of one call: the pipeline's *core* stage.
+
+    The contract below is what makes an answer mean the same thing whichever backend gives it
+    (this process, or GPU workers reached over HTTP):
+
+    Inputs. `inputs` says what `infer` receives. With "tensors" the pipeline has decoded each
+    image at the model's working side and run the model's `preprocess`. With "images" it sends
+    each upload's bytes unchanged, after its own decode accepted them; the backend must then
+    decode with `dupify.images.decoding.decode_image` under the same limits at the model's
+    working side and run the same `preprocess`, so that vectors are bit-identical and cached
+    results stay valid.
+
+    Outputs. `infer` returns one entry per input, in input order: either that item's row of
+    every output the model's `predict` names (`EMBEDDING`, unit-norm float32, among them), or
+    an `ApiError` for that item alone (e.g. `invalid_image` from a backend that decodes). The
+    pipeline treats an item's error exactly like a decode failure of that image: its own entry
+    in `/v1/analyze`, the request's error (named by its param) in `/v1/embeddings`,
+    `/v1/compare` and `/v1/duplicates`.
+
+    Overload. Admission is all or none per call. A backend that cannot take a whole call now
+    raises `ApiError("overloaded")` (503) with a `Retry-After` header at once rather than
+    queueing without bound; one that is starting or stopping raises `not_ready` (503, with
+    `Retry-After`).
+
+    Time. A backend has its own deadline and never lets a bare `TimeoutError` or transport
+    error escape: past it, it raises a 503 `ApiError` with `Retry-After` (remote backends:
+    `inference_unavailable`, API.md section 11). The pipeline sets no deadline of its own.
+
+    Cancellation. When the caller is cancelled (the client went away), the items of its call
+    that have not run yet are dropped; rows never reach another call.
+
+    Anything else a backend raises is a bug, answered as a 500.
+    """
+
+    @property
+    def inputs(self) -> InputKind:
+        """What `infer` takes for every model (see the class docstring)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin accepting calls."""
+        ...
+
+    async def stop(self) -> None:
+        """Refuse new calls, answer every call already accepted, then release resources."""
+        ...
+
+    async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
+        """One entry per item, in order (see the class docstring)."""
+        ...
+
+    def stats(self) -> dict[str, BatcherStats]:
+        """Each model's batching figures, for /metrics: `items` counts images run, one per
+        image however many outputs callers read from its pass."""
+        ...
+
+
+class LocalBackend:
+    """The registry's models run in this process: one `MicroBatcher` per model, each batch a
+    `predict` on the model's ONNX Runtime session in the batcher's own thread."""
+
+    inputs: InputKind = "tensors"
+
+    def __init__(self, registry: ModelRegistry, settings: InferenceSettings) -> None:
+        self._registry = registry
+        self._batchers = {
+            model.id: MicroBatcher(
+                model.predict,
+                max_batch=settings.max_batch,
+                max_wait_ms=settings.max_wait_ms,
+                queue_size=settings.queue_size,
+                retry_after_s=settings.overload_retry_after_s,
+                name=model.id,
+                item_shape=tuple(model.input_shape),
+            )
+            for model in registry.models
+        }
+
+    async def start(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.start()
+
+    async def stop(self) -> None:
+        """Drain every batcher: calls already accepted still get their answers."""
+        for batcher in self._batchers.values():
+            await batcher.stop()
+
+    async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
+        self._registry.get(model_id)  # model_not_found for an id this process does not serve
+        tensors = [item for item in items if isinstance(item, np.ndarray)]
+        if len(tensors) != len(items):
+            raise TypeError("LocalBackend takes preprocessed tensors, not image bytes")
+        return list(await self._batchers[model_id].submit_many(tensors))
+
+    def stats(self) -> dict[str, BatcherStats]:
+        return {model_id: batcher.stats() for model_id, batcher in self._batchers.items()}

@@ -1,0 +1,312 @@
+"""The one image pipeline every route, the playground and the local tools run: pre (decode and
+measure in the worker pool, model preprocessing), core (the inference backend), post."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from dupify.analysis.similarity import Fingerprint
+from dupify.errors import ApiError
+from dupify.images.workers import Decoder
+from dupify.inference.backend import InferenceBackend, ModelInput
+from dupify.inference.batcher import Rows
+from dupify.inference.models.base import EMBEDDING, FloatArray, ImageModel
+from dupify.inference.models.faces import FaceDetector
+from dupify.inference.models.text import TextReader
+from dupify.inference.registry import FINGERPRINT_ROLE, ModelRegistry
+from dupify.inference.session import SessionPolicy
+from dupify.pipeline import post
+from dupify.pipeline.features import DETAIL_WORKING_SIDE, AnalysisOptions, models_for
+from dupify.pipeline.pre import PIXEL_MEASURES, Inspection, inspect_image
+
+T = TypeVar("T")
+# Pixel measures alone work on a modest image (hashes resize to 32 px anyway).
+MEASURES_SIDE = 256
+
+
+def every_or_first_error(outcomes: Sequence[T | ApiError], params: Sequence[str]) -> list[T]:
+    """Every image's outcome, or, for endpoints that answer a request as a whole, the first
+    failed image's error (in request order, named by its param) as the request's error."""
+    done: list[T] = []
+    for param, outcome in zip(params, outcomes, strict=True):
+        if isinstance(outcome, ApiError):
+            raise outcome.at(param)
+        done.append(outcome)
+    return done
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one call asks of the stages."""
+
+    models: tuple[str, ...] = ()  # run in core, each once per image
+    measures: frozenset[str] = frozenset()  # pixel measures, computed in the decode worker
+    max_colors: int = 5
+    detail: bool = False  # a second, larger decode for OCR and face detection
+
+
+@dataclass(frozen=True)
+class Processed:
+    """One image through pre and core: its decode and measures, and each model's row."""
+
+    inspection: Inspection
+    rows: dict[str, Rows]
+
+
+class LazyComponent(Generic[T]):
+    """A heavy component (the OCR models, the face cascade) loaded on first use, once, shared."""
+
+    def __init__(self, load: Callable[[], T]) -> None:
+        self._load = load
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._load()
+        return self._value
+
+
+class Pipeline:
+    """Turns image bytes into vectors, analyses and fingerprints; one object per process.
+
+    pre: every image is decoded (and its pixel measures taken) in the decoder's worker pool, at
+    the largest working side of the models the call needs, so a vector never depends on what
+    else a request asked for; then each model's `preprocess` runs in a thread (unless the
+    backend takes image bytes). core: each model runs once per image through the inference
+    backend, the models concurrently, whatever the overlap (safety and the visual embedding
+    share one pass). post: dupify.pipeline.post. An image that fails stays that image's
+    outcome; with `params`, the first failure (request order) fails the whole call before any
+    model runs (see `every_or_first_error`).
+    """
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        registry: ModelRegistry,
+        backend: InferenceBackend,
+        text_reader: LazyComponent[TextReader],
+        face_detector: LazyComponent[FaceDetector],
+    ) -> None:
+        self.decoder = decoder
+        self.registry = registry
+        self.backend = backend
+        self.text_reader = text_reader
+        self.face_detector = face_detector
+
+    # --- what callers run -------------------------------------------------------------------
+
+    async def embed(
+        self, images: Sequence[bytes], model_id: str, params: Sequence[str] | None = None
+    ) -> list[FloatArray | ApiError]:
+        """Each image's full unit vector from `model_id`, or its error, in order."""
+        processed = await self.run(images, Plan(models=(model_id,)), params)
+        return [
+            item if isinstance(item, ApiError) else item.rows[model_id][EMBEDDING]
+            for item in processed
+        ]
+
+    async def embed_all(
+        self, images: Sequence[bytes], params: Sequence[str], model_id: str
+    ) -> list[FloatArray]:
+        """Every image's vector; the first bad image fails the request."""
+        return every_or_first_error(await self.embed(images, model_id, params), params)
+
+    async def fingerprints(
+        self, images: Sequence[bytes], params: Sequence[str] | None = None
+    ) -> list[Fingerprint | ApiError]:
+        """What compare and duplicates need of each image (hashes and the fingerprint model's
+        embedding), or its error, in order."""
+        model_id = self.registry.for_role(FINGERPRINT_ROLE).id
+        plan = Plan(models=(model_id,), measures=frozenset({"hashes"}), max_colors=1)
+        return [
+            item
+            if isinstance(item, ApiError)
+            else post.fingerprint(item.inspection, item.rows[model_id][EMBEDDING])
+            for item in await self.run(images, plan, params)
+        ]
+
+    async def fingerprints_all(
+        self, images: Sequence[bytes], params: Sequence[str]
+    ) -> list[Fingerprint]:
+        """Every image's fingerprint; the first bad image fails the request."""
+        return every_or_first_error(await self.fingerprints(images, params), params)
+
+    async def analyze(
+        self, images: Sequence[bytes], options: AnalysisOptions
+    ) -> list[dict[str, Any] | ApiError]:
+        """One result dict (API section 4) or one ApiError per image, in order."""
+        features = options.features
+        plan = Plan(
+            models=tuple(models_for(self.registry, options)),
+            measures=features & PIXEL_MEASURES,
+            max_colors=options.max_colors,
+            detail=bool(features & {"text", "faces"}),
+        )
+        inspections = await self.pre(images, plan)
+        processed, texts, faces = await asyncio.gather(
+            self.core(images, inspections, plan),
+            self._per_image(self.text_reader, "read", inspections, "text" in features),
+            self._per_image(self.face_detector, "detect", inspections, "faces" in features),
+        )
+        return [
+            item
+            if isinstance(item, ApiError)
+            else post.analysis(item.inspection, item.rows, self.registry, options, text, face)
+            for item, text, face in zip(processed, texts, faces, strict=True)
+        ]
+
+    async def warm_up(self) -> None:
+        """One real image through every model, decode included (first-run allocations; /readyz)."""
+        for model in self.registry.models:
+            [vector] = await self.embed_all([_warm_up_png()], ["warm_up"], model.id)
+            if vector.shape != (model.dimensions,) or not np.isfinite(vector).all():
+                raise RuntimeError(f"warm-up of {model.id} gave a bad embedding {vector.shape}")
+
+    # --- the stages -------------------------------------------------------------------------
+
+    async def run(
+        self, images: Sequence[bytes], plan: Plan, params: Sequence[str] | None = None
+    ) -> list[Processed | ApiError]:
+        """pre, then core."""
+        return await self.core(images, await self.pre(images, plan, params), plan, params)
+
+    async def pre(
+        self, images: Sequence[bytes], plan: Plan, params: Sequence[str] | None = None
+    ) -> list[Inspection | ApiError]:
+        """Decode and measure every image in the worker pool; a failure stays with its image."""
+        side = max((self.registry.get(m).working_side for m in plan.models), default=MEASURES_SIDE)
+        detail_side = DETAIL_WORKING_SIDE if plan.detail else 0
+        results = await asyncio.gather(
+            *(
+                self.decoder.run(
+                    inspect_image,
+                    data,
+                    self.decoder.limits,
+                    side,
+                    plan.measures,
+                    plan.max_colors,
+                    detail_side,
+                )
+                for data in images
+            ),
+            return_exceptions=True,
+        )
+        inspections: list[Inspection | ApiError] = []
+        for result in results:
+            if not isinstance(result, Inspection | ApiError):
+                raise result
+            inspections.append(result)
+        if params is not None:
+            every_or_first_error(inspections, params)
+        return inspections
+
+    async def core(
+        self,
+        images: Sequence[bytes],
+        inspections: Sequence[Inspection | ApiError],
+        plan: Plan,
+        params: Sequence[str] | None = None,
+    ) -> list[Processed | ApiError]:
+        """Every planned model over every decoded image, through the backend, concurrently."""
+        decoded = [item for item in inspections if isinstance(item, Inspection)]
+        outputs: list[list[Rows | ApiError]] = [[] for _ in plan.models]
+        if decoded:
+            chosen = [
+                data
+                for data, item in zip(images, inspections, strict=True)
+                if isinstance(item, Inspection)
+            ]
+            outputs = list(
+                await asyncio.gather(
+                    *(self._infer(self.registry.get(m), chosen, decoded) for m in plan.models)
+                )
+            )
+        results: list[Processed | ApiError] = []
+        positions = iter(range(len(decoded)))  # each decoded image's row in every output
+        for inspection in inspections:
+            if isinstance(inspection, ApiError):
+                results.append(inspection)
+                continue
+            position = next(positions)
+            rows = {m: output[position] for m, output in zip(plan.models, outputs, strict=True)}
+            failed = [row for row in rows.values() if isinstance(row, ApiError)]
+            good = {m: row for m, row in rows.items() if not isinstance(row, ApiError)}
+            results.append(failed[0] if failed else Processed(inspection, good))
+        if params is not None:
+            every_or_first_error(results, params)
+        return results
+
+    async def _infer(
+        self, model: ImageModel, images: Sequence[bytes], inspections: Sequence[Inspection]
+    ) -> list[Rows | ApiError]:
+        """One model's rows for decoded images: their tensors (pre), then the backend (core)."""
+        items: list[ModelInput]
+        if self.backend.inputs == "images":
+            items = list(images)
+        else:
+            items = list(
+                await asyncio.gather(
+                    *(
+                        asyncio.to_thread(model.preprocess, item.image.pixels)
+                        for item in inspections
+                    )
+                )
+            )
+        return await self.backend.infer(model.id, items)
+
+    async def _per_image(
+        self,
+        component: LazyComponent[Any],
+        method: str,
+        inspections: Sequence[Inspection | ApiError],
+        wanted: bool,
+    ) -> list[Any]:
+        """OCR or face detection on each decoded image (None for the others, or for all when
+        not `wanted`), beside core: their own engines, not batched. Boxes are in the original
+        image's coordinates."""
+        if not wanted or not any(isinstance(item, Inspection) for item in inspections):
+            return [None] * len(inspections)
+        instance = await asyncio.to_thread(component.get)
+        run = getattr(instance, method)
+
+        async def one(item: Inspection | ApiError) -> Any:
+            if isinstance(item, ApiError):
+                return None
+            pixels = (item.detail or item.image).pixels
+            return await asyncio.to_thread(run, pixels, (item.image.width, item.image.height))
+
+        return list(await asyncio.gather(*(one(item) for item in inspections)))
+
+
+def build_pipeline(
+    decoder: Decoder, registry: ModelRegistry, backend: InferenceBackend, policy: SessionPolicy
+) -> Pipeline:
+    """A pipeline whose OCR and face components load on first use, under the session policy."""
+    return Pipeline(
+        decoder,
+        registry,
+        backend,
+        LazyComponent(lambda: TextReader(policy)),
+        LazyComponent(lambda: FaceDetector(policy)),
+    )
+
+
+@functools.cache
+def _warm_up_png() -> bytes:
+    """A small gradient rather than zeros: exercises the normal path, not a degenerate input."""
+    ramp = np.linspace(0, 255, 32 * 32 * 3).astype(np.uint8).reshape(32, 32, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    return buffer.getvalue()

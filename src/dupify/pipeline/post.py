@@ -1,0 +1,75 @@
+"""The pipeline's post stage: `dimensions` on unit vectors, the model heads (labels, safety),
+and each image's analysis or fingerprint assembled from its measures and model rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dupify.analysis.safety import safety_verdict
+from dupify.analysis.similarity import Fingerprint
+from dupify.analysis.vectors import top_labels, unit_rows
+from dupify.inference.batcher import Rows
+from dupify.inference.models.base import EMBEDDING, Array, FloatArray
+from dupify.inference.registry import LABELS_ROLE, SAFETY_ROLE, ModelRegistry
+from dupify.pipeline.features import AnalysisOptions
+from dupify.pipeline.pre import Inspection
+
+
+def with_dimensions(vectors: FloatArray, dimensions: int | None) -> FloatArray:
+    """Unit vectors cut to their first `dimensions` and scaled back to unit length."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    return unit_rows(vectors[:, :dimensions])
+
+
+def fingerprint(inspection: Inspection, embedding: Array) -> Fingerprint:
+    """What compare and duplicates need of one image: its hashes and its embedding."""
+    hashes = inspection.measures["hashes"]
+    return Fingerprint(
+        sha256=hashes["sha256"],
+        pixel_sha256=inspection.image.pixel_sha256,
+        phash=hashes["phash"],
+        dhash=hashes["dhash"],
+        embedding=embedding,
+    )
+
+
+def analysis(
+    inspection: Inspection,
+    rows: Mapping[str, Rows],
+    registry: ModelRegistry,
+    options: AnalysisOptions,
+    text: Any,
+    faces: Any,
+) -> dict[str, Any]:
+    """One image's result in the documented field order, holding only the asked-for features."""
+    features = options.features
+    image = inspection.image
+    result: dict[str, Any] = {}
+    if "metadata" in features:
+        result["metadata"] = {
+            "width": image.width,
+            "height": image.height,
+            "format": image.format,
+            "mode": image.mode,
+            "animated": image.animated,
+            "exif_gps_present": image.exif_gps_present,
+        }
+    if LABELS_ROLE in features:
+        model = registry.for_role(LABELS_ROLE)
+        probabilities = rows[model.id][model.heads[LABELS_ROLE].output]
+        result["labels"] = top_labels(probabilities, model.label_names, options.top_k)
+    if SAFETY_ROLE in features:
+        model = registry.for_role(SAFETY_ROLE)
+        result["safety"] = safety_verdict(float(rows[model.id][model.heads[SAFETY_ROLE].output]))
+    for measure in ("colors", "hashes", "quality"):
+        if measure in features:
+            result[measure] = inspection.measures[measure]
+    if "text" in features:
+        result["text"] = text
+    if "faces" in features:
+        result["faces"] = faces
+    if "embedding" in features:
+        result["embedding"] = rows[options.embedding_model][EMBEDDING]
+    return result

@@ -1,0 +1,20 @@
+"""Test helper: the server secret every test uses and `Settings` on a test database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dupify.config import Settings
+
+TEST_SECRET = "test-secret-" + "x" * 32
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for the test environment on `database_url`, ignoring any .env file."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="test",
+        database_url=database_url,
+        secret_key=TEST_SECRET,
+        **overrides,
+    )
