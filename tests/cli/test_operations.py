@@ -77,10 +77,14 @@ def test_suspension_commands_and_their_audit_rows(run: Run) -> None:
 
     assert run("account", "suspend", "abuser@example.com")[0] == 0
     code, output = run("account", "list", "--json")
-    assert json.loads(output)[0]["suspended"] is True
-    assert run("account", "unsuspend", "abuser@example.com")[0] == 0
-    assert run("key", "suspend", key_id)[0] == 0
-    assert run("key", "unsuspend", key_id)[0] == 0
+    account = json.loads(output)[0]
+    assert account["suspended"] is True
+    assert run("account", "unsuspend", "abuser@example.com") == (
+        0,
+        f"reinstated account {account['id']}\n",
+    )
+    assert run("key", "suspend", key_id) == (0, f"suspended key {key_id}\n")
+    assert run("key", "unsuspend", key_id) == (0, f"reinstated key {key_id}\n")
     code, output = run("key", "suspend", "key_nonexistent")
     assert code == 1 and "no key" in output
     code, output = run("account", "suspend", "nobody@example.com")

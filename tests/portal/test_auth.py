@@ -323,6 +323,9 @@ async def test_emailed_links_work_once_and_expire(api: Api) -> None:
                 select(OneTimeToken).where(OneTimeToken.purpose == "reset_password")
             ).one()
             assert token.token_hash not in link  # only the HMAC is stored
+            # A reset link lives shorter than the other emailed links.
+            lifetime = api.settings.portal.reset_link_lifetime
+            assert token.expires_at - token.created_at == lifetime
             token.expires_at = utcnow() - timedelta(seconds=1)
         expired = await stranger.get(relative(link))
         assert expired.status_code == 400 and "invalid, already used or expired" in expired.text

@@ -18,6 +18,29 @@ from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError
 
 
+def _set_suspended(
+    session: Session, target: Account | ApiKey, suspended: bool, actor_account_id: str | None
+) -> bool:
+    """Suspend or reinstate an account or a key, audited as `account_suspended`,
+    `key_unsuspended` and so on; False, with no action and no audit row, when it already is so."""
+    if suspended == (target.suspended_at is not None):
+        return False
+    target.suspended_at = utcnow() if suspended else None
+    if isinstance(target, Account):
+        kind, account_id, key_id = "account", target.id, None
+    else:
+        kind, account_id, key_id = "key", target.account_id, target.id
+    record_event(
+        session,
+        f"{kind}_suspended" if suspended else f"{kind}_unsuspended",
+        actor_account_id=actor_account_id,
+        account_id=account_id,
+        key_id=key_id,
+    )
+    session.flush()
+    return True
+
+
 def set_account_suspended(
     session: Session, account_id: str, suspended: bool, *, actor_account_id: str | None = None
 ) -> Account:
@@ -25,20 +48,8 @@ def set_account_suspended(
     account = session.get(Account, account_id)
     if account is None:
         raise AccountError(f"no account with id {account_id}")
-    if suspended == (account.suspended_at is not None):
-        return account  # already so: no action, no audit row
-    if suspended:
-        account.suspended_at = utcnow()
+    if _set_suspended(session, account, suspended, actor_account_id) and suspended:
         session.execute(delete(WebSession).where(WebSession.account_id == account.id))
-    else:
-        account.suspended_at = None
-    record_event(
-        session,
-        "account_suspended" if suspended else "account_unsuspended",
-        actor_account_id=actor_account_id,
-        account_id=account.id,
-    )
-    session.flush()
     return account
 
 
@@ -49,17 +60,7 @@ def set_key_suspended(
     key = session.get(ApiKey, key_id)
     if key is None:
         raise KeyRequestError(f"no key with id {key_id}")
-    if suspended == (key.suspended_at is not None):
-        return key
-    key.suspended_at = utcnow() if suspended else None
-    record_event(
-        session,
-        "key_suspended" if suspended else "key_unsuspended",
-        actor_account_id=actor_account_id,
-        account_id=key.account_id,
-        key_id=key.id,
-    )
-    session.flush()
+    _set_suspended(session, key, suspended, actor_account_id)
     return key
 
 

@@ -1,7 +1,7 @@
 """GET /v1/usage (API.md section 6): the caller's usage per day and endpoint, and the plan's quota.
 
-Everything is computed from the request log (`dupify.usage.queries`), the same rows the portal
-shows and the monthly quota counts.
+Everything is computed from the request log (`dupify.usage.queries`, whose row and totals types
+are this answer's), the same rows the portal shows and the monthly quota counts.
 """
 
 from __future__ import annotations
@@ -18,32 +18,10 @@ from dupify.context import RequestContext
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.limits.ratelimit import month_of
-from dupify.usage.queries import summarise, usage_rows
+from dupify.usage.queries import UsageRow, UsageTotals, summarise, usage_rows
 
 router = APIRouter()
 MAX_DAYS = 366
-
-
-class LatencySummary(BaseModel):
-    p50: float | None
-    p95: float | None
-
-
-class UsageRow(BaseModel):
-    date: date
-    endpoint: str
-    requests: int
-    images: int
-    cached_images: int
-    errors: int
-    latency_ms: LatencySummary
-
-
-class UsageTotals(BaseModel):
-    requests: int
-    images: int
-    cached_images: int
-    errors: int
 
 
 class PlanUsage(BaseModel):
@@ -120,8 +98,8 @@ async def get_usage(
     return UsageReport(
         start=first,
         end=last,
-        data=[UsageRow.model_validate(group, from_attributes=True) for group in groups],
-        totals=UsageTotals.model_validate(totals, from_attributes=True),
+        data=groups,
+        totals=totals,
         plan=PlanUsage(
             name=ctx.plan,
             requests_per_minute=plan.requests_per_minute,

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from sqlalchemy import func, select, update
@@ -38,38 +38,43 @@ def _privacy_url(public_url: str | None) -> str | None:
     return f"{public_url.rstrip('/')}/privacy" if public_url else None
 
 
+def _set_suspended(kind: Literal["account", "key"], name: str, suspended: bool) -> None:
+    """Suspend or reinstate an account (kind "account", `name` its email) or a key (kind "key",
+    `name` its id), and say so."""
+    with command_transaction(load_settings()) as session:
+        if kind == "account":
+            target_id = accounts.require_by_email(session, name).id
+            abuse.set_account_suspended(session, target_id, suspended)
+        else:
+            target_id = name
+            abuse.set_key_suspended(session, target_id, suspended)
+    console.print(
+        f"{'suspended' if suspended else 'reinstated'} {kind} {target_id}", highlight=False
+    )
+
+
 @account_commands.command("suspend")
 def account_suspend(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
     """Suspend an account: its keys get 403 from the next request, its portal sessions end."""
-    with command_transaction(load_settings()) as session:
-        account = accounts.require_by_email(session, email)
-        abuse.set_account_suspended(session, account.id, True)
-    console.print(f"suspended account {account.id}", highlight=False)
+    _set_suspended("account", email, True)
 
 
 @account_commands.command("unsuspend")
 def account_unsuspend(email: Annotated[str, typer.Argument(help="The account's email.")]) -> None:
     """Lift an account's suspension."""
-    with command_transaction(load_settings()) as session:
-        account = accounts.require_by_email(session, email)
-        abuse.set_account_suspended(session, account.id, False)
-    console.print(f"reinstated account {account.id}", highlight=False)
+    _set_suspended("account", email, False)
 
 
 @key_commands.command("suspend")
 def key_suspend(key_id: Annotated[str, typer.Argument(help="The key id (key_…).")]) -> None:
     """Suspend one API key: 403 `account_suspended` from the next request."""
-    with command_transaction(load_settings()) as session:
-        abuse.set_key_suspended(session, key_id, True)
-    console.print(f"suspended key {key_id}", highlight=False)
+    _set_suspended("key", key_id, True)
 
 
 @key_commands.command("unsuspend")
 def key_unsuspend(key_id: Annotated[str, typer.Argument(help="The key id (key_…).")]) -> None:
     """Lift a key's suspension."""
-    with command_transaction(load_settings()) as session:
-        abuse.set_key_suspended(session, key_id, False)
-    console.print(f"reinstated key {key_id}", highlight=False)
+    _set_suspended("key", key_id, False)
 
 
 @top_level.command()

@@ -37,6 +37,7 @@ from dupify.portal.sessions import (
     start_session,
     touch_session,
 )
+from dupify.portal.tokens import issue_token
 from dupify.privacy.policy import needs_policy_acknowledgement
 from dupify.server.client_address import client_address
 from dupify.server.runtime import Runtime
@@ -110,6 +111,22 @@ class Visitor:
         """An absolute link for an email: the configured public URL, else this request's base."""
         base = self.runtime.settings.portal.public_url or str(self.request.base_url)
         return base.rstrip("/") + path
+
+    def one_time_link(self, account: Account, purpose: str, new_email: str | None = None) -> str:
+        """A fresh emailed link of `purpose` (see `dupify.portal.tokens`) for the account, or for
+        moving it to `new_email`; the account's earlier links of that purpose stop working."""
+        portal = self.runtime.settings.portal
+        reset = purpose == "reset_password"
+        token = issue_token(
+            self.db,
+            account_id=account.id,
+            purpose=purpose,
+            lifetime=portal.reset_link_lifetime if reset else portal.email_link_lifetime,
+            secret=self.secret,
+            now=utcnow(),
+            new_email=new_email,
+        )
+        return self.link(("/reset-password/" if reset else "/verify-email/") + token)
 
     def sign_in(self, account: Account) -> None:
         """Start a new session (rotated: any session this browser had ends) with a fresh CSRF."""

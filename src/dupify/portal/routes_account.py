@@ -24,7 +24,7 @@ from dupify.portal.passwords import (
 from dupify.portal.routes_auth import NAME_MAX
 from dupify.portal.sessions import end_all_sessions
 from dupify.portal.throttle import password_check_allowed, password_check_succeeded
-from dupify.portal.tokens import issue_token, revoke_tokens
+from dupify.portal.tokens import revoke_tokens
 from dupify.privacy.lifecycle import AccountNotFound, delete_account_in_server, export_account
 from dupify.privacy.policy import acknowledge_policy
 
@@ -117,16 +117,8 @@ def _send_email_change(v: Visitor, new_email: str) -> bool:
     if new_email == account.email:
         return False
     if find_by_email(v.db, new_email) is None:
-        token = issue_token(
-            v.db,
-            account_id=account.id,
-            purpose="change_email",
-            lifetime=v.runtime.settings.portal.email_link_lifetime,
-            secret=v.secret,
-            now=utcnow(),
-            new_email=new_email,
-        )
-        mails.send_email_change(v.db, account, new_email, v.link(f"/verify-email/{token}"))
+        link = v.one_time_link(account, "change_email", new_email)
+        mails.send_email_change(v.db, account, new_email, link)
     return True
 
 

@@ -30,7 +30,7 @@ from dupify.portal.throttle import (
     signup_allowed,
     signup_notice_due,
 )
-from dupify.portal.tokens import find_token, issue_token, revoke_tokens, use_token
+from dupify.portal.tokens import find_token, revoke_tokens, use_token
 
 router = APIRouter(include_in_schema=False)
 NAME_MAX = 200
@@ -111,15 +111,7 @@ def _send_signup_attempt_notice(v: Visitor, account_id: str) -> None:
 
 
 def _send_verification(v: Visitor, account: Account) -> None:
-    token = issue_token(
-        v.db,
-        account_id=account.id,
-        purpose="verify_email",
-        lifetime=v.runtime.settings.portal.email_link_lifetime,
-        secret=v.secret,
-        now=utcnow(),
-    )
-    mails.send_verification(v.db, account, v.link(f"/verify-email/{token}"))
+    mails.send_verification(v.db, account, v.one_time_link(account, "verify_email"))
 
 
 @router.get("/verify-email/{token}")
@@ -269,15 +261,7 @@ def _send_reset(v: Visitor, email: str) -> None:
     account = find_by_email(v.db, email)
     if account is None or account.suspended_at is not None:
         return
-    token = issue_token(
-        v.db,
-        account_id=account.id,
-        purpose="reset_password",
-        lifetime=v.runtime.settings.portal.reset_link_lifetime,
-        secret=v.secret,
-        now=utcnow(),
-    )
-    mails.send_password_reset(v.db, account, v.link(f"/reset-password/{token}"))
+    mails.send_password_reset(v.db, account, v.one_time_link(account, "reset_password"))
     record_event(v.db, "password_reset_requested", account_id=account.id)
 
 

@@ -3,7 +3,8 @@ dashboard both read it here, so they never disagree.
 
 Percentiles are computed in Python over the latencies of each group (linear interpolation between
 closest ranks, as PostgreSQL's percentile_cont and numpy's default do), so SQLite and PostgreSQL
-give the same answer.
+give the same answer. `LatencySummary`, `UsageRow` and `UsageTotals` are also `/v1/usage`'s
+response schema: a change to their fields changes the public API.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class LatencySummary:
     p95: float | None
 
 
+# The requests of one UTC day to one endpoint. Not a docstring: pydantic would publish it as the
+# schema's description, and /v1/usage's OpenAPI document has none.
 @dataclass(frozen=True)
-class UsageGroup:
-    """The requests of one UTC day to one endpoint."""
-
+class UsageRow:
     date: date
     endpoint: str
     requests: int
@@ -78,7 +79,7 @@ def usage_rows(session: Session, account_id: str, since: datetime, until: dateti
     )
 
 
-def summarise(rows: Sequence[Any]) -> tuple[list[UsageGroup], UsageTotals]:
+def summarise(rows: Sequence[Any]) -> tuple[list[UsageRow], UsageTotals]:
     """Group (created_at, endpoint, status, latency_ms, images, cached_images) rows by UTC day
     and endpoint."""
     groups: dict[tuple[date, str], list[Any]] = defaultdict(list)
@@ -88,7 +89,7 @@ def summarise(rows: Sequence[Any]) -> tuple[list[UsageGroup], UsageTotals]:
     for (day, endpoint), members in sorted(groups.items()):
         latencies = [float(member.latency_ms) for member in members]
         data.append(
-            UsageGroup(
+            UsageRow(
                 date=day,
                 endpoint=endpoint,
                 requests=len(members),
