@@ -48,7 +48,7 @@ from dupify.inference.models.base import EMBEDDING, ImageModel
 from dupify.inference.registry import load_default_models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from samples import altered_copies, encode, sample_photos
+from support.samples import altered_copies, encode, sample_photos
 
 CALIBRATED_MODEL = "dupify-visual-1"  # the model DEFAULT_THRESHOLDS were measured for
 SAME_PIXELS = ("png", "webp_lossless")

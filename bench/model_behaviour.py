@@ -37,7 +37,7 @@ from dupify.inference.models.base import ImageModel
 from dupify.inference.registry import load_default_models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from samples import altered_copies, encode, sample_photo, sample_photos
+from support.samples import altered_copies, encode, sample_photo, sample_photos
 
 NEAR_COPIES = ("resized_50", "cropped_80", "jpeg_q30", "watermarked", "flipped")
 BATCH = 16

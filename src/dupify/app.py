@@ -48,8 +48,9 @@ def create_app(
 ) -> FastAPI:
     """The application. A `decoder`, `registry` or `backend` passed in is shared and left
     running on exit (tests build them once per session, or wrap the backend to watch it);
-    otherwise the app owns and closes its own. Without a `backend`, the registry's models run
-    in this process (`LocalBackend`)."""
+    otherwise the app owns and closes its own. A registry passed in brings its own roles (the
+    default model among them); without a `backend`, the registry's models run in this process
+    (`LocalBackend`)."""
     settings = settings or Settings()
 
     @asynccontextmanager

@@ -56,3 +56,56 @@ async def test_a_good_request_after_the_odd_ones_still_works(api: Api) -> None:
         headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
     )
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "start"),
+    [
+        ("application/json", b'{"input": "aGk'),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\nab',
+        ),
+    ],
+)
+async def test_a_client_that_leaves_mid_body_is_a_400(
+    api: Api, content_type: str, start: bytes
+) -> None:
+    """Bodies are read below the HTTP layer; the HTTP layer answers for a client gone."""
+    messages = iter(
+        [
+            {"type": "http.request", "body": start, "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    headers = [
+        (b"authorization", f"Bearer {api.new_key()}".encode()),
+        (b"content-type", content_type.encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/embeddings",
+        "raw_path": b"/v1/embeddings",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("dupify.test", 80),
+        "state": {},
+    }
+    await api.app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    body = b"".join(part.get("body", b"") for part in sent[1:])  # type: ignore[misc]
+    assert b'"invalid_request"' in body and b"closed the connection" in body

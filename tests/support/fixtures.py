@@ -120,14 +120,15 @@ def api_factory(
     database_url: str, decoder: Decoder, registry: ModelRegistry, backend: LocalBackend
 ) -> Callable[..., Any]:
     """Build an app over the test database; pass `decoder=` for one with other limits, or
-    `backend=` for one that watches or replaces the shared models."""
+    `registry=` and `backend=` for other models, or a backend that watches the shared ones."""
 
     def build(**overrides: Any) -> ApiContext:
         chosen_decoder = overrides.pop("decoder", decoder)
+        chosen_registry = overrides.pop("registry", registry)
         chosen_backend = overrides.pop("backend", backend)
         settings = make_settings(database_url, **overrides)
         app = create_app(
-            settings, decoder=chosen_decoder, registry=registry, backend=chosen_backend
+            settings, decoder=chosen_decoder, registry=chosen_registry, backend=chosen_backend
         )
         return ApiContext(app, settings)
 

@@ -3,7 +3,9 @@
 The body is streamed and counted as it arrives, so an oversized upload is refused (413) before it
 is buffered whole. Multipart is parsed here with python-multipart's streaming parser into memory:
 Starlette's own form parser spools parts over 1 MiB to a temporary file, and images must never
-touch disk.
+touch disk. The readers take any `IncomingBody` (Starlette's `Request` is one), so nothing here
+depends on the web framework; a client that leaves mid-body is the HTTP layer's to answer
+(dupify.server.error_handlers).
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
 
 from dupify.config import ImageLimits
 from dupify.errors import ApiError
@@ -27,6 +28,15 @@ MAX_FORM_FIELD_BYTES = 64 * 1024
 MAX_MULTIPART_PARTS = 128
 _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.I)
 _WHITESPACE = re.compile(rb"\s+")
+
+
+class IncomingBody(Protocol):
+    """What the readers need of an HTTP request: its headers and its body's chunks."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
 
 
 @dataclass
@@ -43,21 +53,18 @@ class RequestBody:
         return [data for part_name, data in self.files if part_name == name]
 
 
-async def read_capped_body(request: Request, max_bytes: int) -> bytes:
+async def read_capped_body(request: IncomingBody, max_bytes: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes `max_bytes` (declared or not)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _body_too_large(max_bytes)
     chunks: list[bytes] = []
     received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > max_bytes:
-                raise _body_too_large(max_bytes)
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise ApiError("invalid_request", "the client closed the connection mid-body") from exc
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise _body_too_large(max_bytes)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -75,7 +82,7 @@ def _image_too_large(param: str, max_bytes: int) -> ApiError:
     )
 
 
-async def read_request_body(request: Request, limits: ImageLimits) -> RequestBody:
+async def read_request_body(request: IncomingBody, limits: ImageLimits) -> RequestBody:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     media_type = content_type.decode("latin-1").lower()
     if media_type == "multipart/form-data":
@@ -174,29 +181,34 @@ class _MultipartCollector:
                 ) from exc
 
 
-async def _read_multipart(request: Request, boundary: bytes, limits: ImageLimits) -> RequestBody:
+async def _read_multipart(
+    request: IncomingBody, boundary: bytes, limits: ImageLimits
+) -> RequestBody:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise _body_too_large(limits.max_body_bytes)
     collector = _MultipartCollector(limits)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limits.max_body_bytes:
-                raise _body_too_large(limits.max_body_bytes)
-            parser.write(chunk)
-        parser.finalize()
-    except ClientDisconnect as exc:
-        raise ApiError("invalid_request", "the client closed the connection mid-body") from exc
-    except ApiError:
-        raise
-    except Exception as exc:  # the parser's own errors: malformed multipart is the client's
-        raise ApiError("invalid_request", f"malformed multipart body: {exc}") from exc
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limits.max_body_bytes:
+            raise _body_too_large(limits.max_body_bytes)
+        _parse(parser.write, chunk)
+    _parse(parser.finalize)
     return RequestBody(
         form="multipart", size=received, fields=collector.fields, files=collector.files
     )
+
+
+def _parse(step: Callable[..., object], *args: bytes) -> None:
+    """One step of the multipart parser; its own errors (malformed multipart) are the client's."""
+    try:
+        step(*args)
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise ApiError("invalid_request", f"malformed multipart body: {exc}") from exc
 
 
 def decode_base64_image(value: object, param: str, limits: ImageLimits) -> bytes:

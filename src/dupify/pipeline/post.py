@@ -59,7 +59,9 @@ def analysis(
     if LABELS_ROLE in features:
         model = registry.for_role(LABELS_ROLE)
         probabilities = rows[model.id][model.heads[LABELS_ROLE].output]
-        result["labels"] = top_labels(probabilities, model.label_names, options.top_k)
+        # A labels model may know fewer classes than `top_k` asks for; it gives all it has.
+        top_k = min(options.top_k, len(model.label_names))
+        result["labels"] = top_labels(probabilities, model.label_names, top_k)
     if SAFETY_ROLE in features:
         model = registry.for_role(SAFETY_ROLE)
         result["safety"] = safety_verdict(float(rows[model.id][model.heads[SAFETY_ROLE].output]))

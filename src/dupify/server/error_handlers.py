@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from dupify.errors import ApiError, invalid_request_from
 from dupify.server.middleware import context_of
@@ -47,7 +48,13 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(request, invalid_request_from(exc.errors()))
 
+    async def on_client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+        # Nobody reads this answer; it is for the usage row and the metrics.
+        gone = ApiError("invalid_request", "the client closed the connection mid-body")
+        return error_response(request, gone)
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     # Unexpected exceptions are answered by RequestContextMiddleware, which also logs the row.
