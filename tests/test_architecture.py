@@ -5,6 +5,7 @@ checker that stopped finding anything would fail here too."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from support.architecture import (
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dupify"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 HTTP_LAYER = ("dupify.api", "dupify.portal", "dupify.server", "dupify.app")
 WEB_FRAMEWORKS = {"fastapi", "starlette"}
 TOP_LEVEL_MODULES = 6  # .py files directly in src/dupify besides __init__.py
@@ -74,6 +76,34 @@ def test_only_the_http_layer_reads_request_state(dupify: dict[str, Module]) -> N
 def test_every_module_has_a_docstring(dupify: dict[str, Module]) -> None:
     found = missing_docstrings(dupify)
     assert not found, "modules without a docstring:\n" + _listed(found)
+
+
+def documented_modules(text: str) -> set[str]:
+    """The module paths named in the first column of docs/architecture.md's module table."""
+    section = text.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([\w/]+\.py)` \|", section, flags=re.MULTILINE))
+
+
+def source_modules(root: Path) -> set[str]:
+    return {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*.py")
+        if path.name != "__init__.py" and path.relative_to(root).parts[0] != "migrations"
+    }
+
+
+def test_the_module_table_in_the_docs_matches_the_tree() -> None:
+    documented = documented_modules(DOCS.read_text(encoding="utf-8"))
+    actual = source_modules(SRC)
+    assert sorted(actual - documented) == [], "modules missing from docs/architecture.md"
+    assert sorted(documented - actual) == [], "docs/architecture.md names modules that are gone"
+
+
+def test_the_docs_table_reader_sees_rows_and_only_rows() -> None:
+    text = (
+        "# A\n## Modules\n| module | job |\n|---|---|\n| `a/b.py` | x |\n## Data\n| `c.py` | y |\n"
+    )
+    assert documented_modules(text) == {"a/b.py"}
 
 
 def test_the_checks_read_the_real_package(dupify: dict[str, Module]) -> None:
