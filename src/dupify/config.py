@@ -170,6 +170,20 @@ class RedisSettings(BaseModel):
     probe_max_interval_s: float = Field(5.0, gt=0, description="back-off ceiling for re-probes")
 
 
+class ServerSettings(BaseModel):
+    """What `dupify serve` takes from a client before the app sees a request (server.http)."""
+
+    max_header_bytes: int = Field(32 * 1024, gt=0, description="request line and header fields")
+    max_headers: int = Field(100, gt=0)
+    header_timeout_s: float = Field(
+        20.0, gt=0, description="from the connection (or a request's first byte) to its blank line"
+    )
+    # A body must progress by body_min_rate bytes per second (at least one byte) in every window
+    # of body_timeout_s; the time the app leaves it unread does not count against the client.
+    body_timeout_s: float = Field(20.0, gt=0)
+    body_min_rate: int = Field(500, ge=0, description="bytes per second; 0 = any progress")
+
+
 class Settings(BaseSettings):
     """The whole configuration of one Dupify deployment."""
 
@@ -200,6 +214,7 @@ class Settings(BaseSettings):
     plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
     cache: CacheSettings = CacheSettings()
     redis: RedisSettings = RedisSettings()
+    server: ServerSettings = ServerSettings()
 
     @field_validator("plans", mode="before")
     @classmethod

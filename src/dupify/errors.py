@@ -36,6 +36,12 @@ ERROR_CODES: dict[str, ErrorKind] = {
     ),
     "too_many_images": ErrorKind(400, "invalid_request_error", "too many images in one request"),
     "invalid_request": ErrorKind(400, "invalid_request_error", "malformed request or field"),
+    "request_header_fields_too_large": ErrorKind(
+        431, "invalid_request_error", "request line and headers over the size or count cap"
+    ),
+    "request_timeout": ErrorKind(
+        408, "invalid_request_error", "request head or body arrived too slowly"
+    ),
     "model_not_found": ErrorKind(404, "invalid_request_error", "unknown model"),
     "not_found": ErrorKind(404, "invalid_request_error", "no such route"),
     "method_not_allowed": ErrorKind(405, "invalid_request_error", "method not allowed here"),

@@ -101,3 +101,15 @@ def test_a_certificate_without_its_key_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "--tls-cert and --tls-key go together" in result.stderr + result.stdout
+
+
+def test_an_oversized_head_over_tls_gets_the_envelope(tls_server: TlsServer) -> None:
+    context = client_context(tls_server.certificate, ssl.TLSVersion.TLSv1_3)
+    response = httpx.get(
+        f"https://127.0.0.1:{tls_server.port}/healthz",
+        headers={"X-Big": "a" * 100_000},
+        verify=context,
+        timeout=30,
+    )
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "request_header_fields_too_large"

@@ -73,6 +73,7 @@ def serve(
     """Serve the API (development: creates a local account and prints a key on first start)."""
     import uvicorn
 
+    from dupify.server.http import GuardedHttpProtocol
     from dupify.server.tls import tls13_only_context
 
     settings = load_settings()
@@ -86,6 +87,8 @@ def serve(
     uvicorn.run(
         "dupify.app:app_from_environment",
         factory=True,
+        # Bounded request heads and bodies, refused in the error envelope (docs/operations.md).
+        http=GuardedHttpProtocol,
         host=bind_host,
         port=bind_port,
         workers=workers,
