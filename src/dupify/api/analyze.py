@@ -22,7 +22,12 @@ from dupify.analysis.similarity import (
     group_duplicates,
 )
 from dupify.api.deps import require_scope
-from dupify.api.inputs import check_count, encode_vector, read_image_request, validated
+from dupify.api.inputs import (
+    encode_vector,
+    image_inputs,
+    read_image_request,
+    validated,
+)
 from dupify.api.schemas import (
     AUTH_ERRORS,
     IMAGE_ERRORS,
@@ -58,37 +63,6 @@ MAX_DUPLICATES_IMAGES = 64
 PIXEL_MEASURES_VERSION = "pixels@1"
 
 
-def _batch_inputs(
-    body: RequestBody,
-    query: dict[str, str],
-    limits: ImageLimits,
-    maximum: int,
-    minimum: int = 1,
-) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    """The raw options and (param, bytes) pairs of a batch endpoint, in any input form."""
-    if body.form == "json":
-        items = body.json.get("input")
-        if isinstance(items, str):
-            pairs = [("input", items)]
-        elif isinstance(items, list) and all(isinstance(item, str) for item in items):
-            pairs = [(f"input[{index}]", item) for index, item in enumerate(items)]
-        else:
-            raise ApiError(
-                "invalid_request",
-                "input: expected an image (base64 or a data URI) or a list of them",
-                param="input",
-            )
-        check_count(len(pairs), maximum, "input", minimum)
-        return body.json, [(name, decode_base64_image(item, name, limits)) for name, item in pairs]
-    options = {**query, **body.fields}
-    if body.form == "raw":
-        check_count(1, maximum, "body", minimum)
-        return options, [("body", body.files[0][1])]
-    files = body.files_named("file")
-    check_count(len(files), maximum, "file", minimum)
-    return options, [(f"file[{index}]", data) for index, data in enumerate(files)]
-
-
 @router.post(
     "/v1/analyze",
     response_model=AnalyzeResponse,
@@ -112,9 +86,7 @@ async def analyze(
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    raw_options, images = _batch_inputs(
-        body, dict(request.query_params), limits, MAX_ANALYZE_IMAGES
-    )
+    raw_options, images = image_inputs(body, dict(request.query_params), limits, MAX_ANALYZE_IMAGES)
     options = validated(AnalyzeOptions, raw_options)
     analysis = AnalysisOptions(
         features=frozenset(options.features or DEFAULT_FEATURES),
@@ -242,7 +214,7 @@ async def find_duplicates(
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    _, images = _batch_inputs(
+    _, images = image_inputs(
         body, dict(request.query_params), limits, MAX_DUPLICATES_IMAGES, minimum=2
     )
     fingerprints, cache_state = await _fingerprints(ctx, runtime, images)

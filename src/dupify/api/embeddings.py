@@ -11,7 +11,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from dupify.api.deps import authenticate_request, get_runtime, require_scope
-from dupify.api.inputs import check_count, encode_vector, read_image_request, validated
+from dupify.api.inputs import (
+    encode_vector,
+    image_inputs,
+    read_image_request,
+    validated,
+)
 from dupify.api.schemas import (
     AUTH_ERRORS,
     IMAGE_ERRORS,
@@ -22,40 +27,13 @@ from dupify.api.schemas import (
     error_responses,
     image_request_body,
 )
-from dupify.config import ImageLimits
 from dupify.context import RequestContext
 from dupify.errors import ApiError
-from dupify.images.inputs import RequestBody, decode_base64_image
 from dupify.inference.registry import EMBEDDING_ROLE
 from dupify.limits.cache import cached_results
 from dupify.pipeline.post import with_dimensions
 
 router = APIRouter()
-
-
-def _embedding_inputs(
-    body: RequestBody, query: dict[str, str], limits: ImageLimits
-) -> tuple[EmbeddingOptions, list[tuple[str, bytes]]]:
-    """The options and the (param name, image bytes) pairs, whichever form the request took."""
-    if body.form == "json":
-        request = validated(EmbeddingsRequest, body.json)
-        items = [request.input] if isinstance(request.input, str) else request.input
-        names = (
-            ["input"]
-            if isinstance(request.input, str)
-            else [f"input[{index}]" for index in range(len(items))]
-        )
-        check_count(len(items), limits.max_images_embeddings, "input")
-        return request, [
-            (name, decode_base64_image(item, name, limits))
-            for name, item in zip(names, items, strict=True)
-        ]
-    options = validated(EmbeddingOptions, {**query, **body.fields})
-    if body.form == "raw":
-        return options, [("body", body.files[0][1])]
-    files = body.files_named("file")
-    check_count(len(files), limits.max_images_embeddings, "file")
-    return options, [(f"file[{index}]", data) for index, data in enumerate(files)]
 
 
 @router.post(
@@ -78,7 +56,13 @@ async def create_embeddings(
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    options, images = _embedding_inputs(body, dict(request.query_params), limits)
+    query = dict(request.query_params)
+    options: EmbeddingOptions = (
+        validated(EmbeddingsRequest, body.json)
+        if body.form == "json"
+        else validated(EmbeddingOptions, {**query, **body.fields})
+    )
+    _, images = image_inputs(body, query, limits, limits.max_images_embeddings)
     model = runtime.registry.get(options.model or runtime.registry.roles[EMBEDDING_ROLE])
     if options.dimensions is not None and options.dimensions > model.dimensions:
         raise ApiError(

@@ -1,5 +1,5 @@
-"""Helpers every image endpoint shares: reading the body, validating options, counting images,
-encoding vectors."""
+"""Helpers every image endpoint shares: reading the body and its images in any input form,
+validating options, counting images, encoding vectors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from dupify.api.deps import get_context, get_runtime
+from dupify.config import ImageLimits
 from dupify.errors import ApiError, invalid_request_from
-from dupify.images.inputs import RequestBody, read_request_body
+from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
 from dupify.server.runtime import Runtime
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -52,3 +53,36 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
     return [float(value) for value in vector]
+
+
+def image_inputs(
+    body: RequestBody,
+    query: dict[str, str],
+    limits: ImageLimits,
+    maximum: int,
+    minimum: int = 1,
+) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The raw options and the (param, image bytes) pairs of an image endpoint, in any input form:
+    JSON `input` (one base64 image or data URI, or a list), a raw image body, or multipart
+    `file` parts; between `minimum` and `maximum` images."""
+    if body.form == "json":
+        items = body.json.get("input")
+        if isinstance(items, str):
+            pairs = [("input", items)]
+        elif isinstance(items, list) and all(isinstance(item, str) for item in items):
+            pairs = [(f"input[{index}]", item) for index, item in enumerate(items)]
+        else:
+            raise ApiError(
+                "invalid_request",
+                "input: expected an image (base64 or a data URI) or a list of them",
+                param="input",
+            )
+        check_count(len(pairs), maximum, "input", minimum)
+        return body.json, [(name, decode_base64_image(item, name, limits)) for name, item in pairs]
+    options = {**query, **body.fields}
+    if body.form == "raw":
+        check_count(1, maximum, "body", minimum)
+        return options, [("body", body.files[0][1])]
+    files = body.files_named("file")
+    check_count(len(files), maximum, "file", minimum)
+    return options, [(f"file[{index}]", data) for index, data in enumerate(files)]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from dupify.analysis.similarity import DEFAULT_THRESHOLDS, Fingerprint, group_duplicates
+from dupify.analysis.similarity import DEFAULT_THRESHOLDS, group_duplicates
 from dupify.config import Settings
 from dupify.errors import ApiError
 from dupify.images.workers import Decoder
@@ -20,6 +20,8 @@ from dupify.inference.backend import LocalBackend
 from dupify.inference.registry import BUNDLED_MODELS, ModelRegistry, roles_for
 from dupify.inference.session import SessionPolicy
 from dupify.pipeline.pipeline import Pipeline, build_pipeline
+
+ResultT = TypeVar("ResultT")
 
 # What `embed` and `dedupe` pick up in folders; a file named outright is always tried.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".mpo"})
@@ -98,6 +100,27 @@ async def _read_chunks(
         yield chunk
 
 
+async def _through_pipeline(
+    files: Sequence[Path],
+    run: Callable[[list[bytes]], Awaitable[Sequence[ResultT | ApiError]]],
+    advance: Callable[[int], None],
+) -> tuple[list[ResultT], BatchOutcome]:
+    """Each readable file's result from `run` (a pipeline call), chunk by chunk, in order; the
+    files the pipeline refused are skipped with its error."""
+    outcome = BatchOutcome()
+    results: list[ResultT] = []
+    async for chunk in _read_chunks(files, outcome):
+        each = await run([data for _, data in chunk])
+        for (path, _), item in zip(chunk, each, strict=True):
+            if isinstance(item, ApiError):
+                outcome.skipped.append(Skipped(path, item.code, item.message))
+            else:
+                results.append(item)
+                outcome.paths.append(path)
+        advance(len(chunk))
+    return results, outcome
+
+
 async def embed_files(
     pipeline: Pipeline, files: Sequence[Path], model_id: str, advance: Callable[[int], None]
 ) -> tuple[np.ndarray, BatchOutcome]:
@@ -106,17 +129,11 @@ async def embed_files(
     What `dupify embed` runs; any pipeline will do (tests pass one on a watched backend).
     """
     model = pipeline.registry.get(model_id)
-    outcome = BatchOutcome()
-    rows: list[np.ndarray] = []
-    async for chunk in _read_chunks(files, outcome):
-        vectors = await pipeline.embed([data for _, data in chunk], model_id)
-        for (path, _), vector in zip(chunk, vectors, strict=True):
-            if isinstance(vector, ApiError):
-                outcome.skipped.append(Skipped(path, vector.code, vector.message))
-            else:
-                rows.append(vector)
-                outcome.paths.append(path)
-        advance(len(chunk))
+
+    async def embed(images: list[bytes]) -> Sequence[np.ndarray | ApiError]:
+        return await pipeline.embed(images, model_id)
+
+    rows, outcome = await _through_pipeline(files, embed, advance)
     matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, model.dimensions))
     return matrix.astype(np.float32, copy=False), outcome
 
@@ -138,17 +155,7 @@ async def find_duplicate_files(
     pipeline: Pipeline, files: Sequence[Path], advance: Callable[[int], None]
 ) -> tuple[list[dict[str, Any]], BatchOutcome]:
     """Groups of duplicate files, tiered exactly as `/v1/duplicates` tiers them."""
-    outcome = BatchOutcome()
-    fingerprints: list[Fingerprint] = []
-    async for chunk in _read_chunks(files, outcome):
-        each = await pipeline.fingerprints([data for _, data in chunk])
-        for (path, _), item in zip(chunk, each, strict=True):
-            if isinstance(item, ApiError):
-                outcome.skipped.append(Skipped(path, item.code, item.message))
-            else:
-                fingerprints.append(item)
-                outcome.paths.append(path)
-        advance(len(chunk))
+    fingerprints, outcome = await _through_pipeline(files, pipeline.fingerprints, advance)
     groups = group_duplicates(fingerprints, DEFAULT_THRESHOLDS) if len(fingerprints) > 1 else []
     for group in groups:
         group["paths"] = [str(outcome.paths[index]) for index in group["indices"]]
