@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: install install-test run test check format lint types audit bench services browser clean
+.PHONY: install install-test run test check format lint types audit bench fuzz services browser clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -65,6 +65,15 @@ check: lint types audit test
 
 bench: install-test
 	$(BIN)/python bench/bench_embeddings.py
+
+# Coverage-guided fuzzing of the decode path (atheris; `make test` runs the same harness for a few
+# seconds) for FUZZ_SECONDS. The corpus grows in test-artifacts/fuzz/corpus across runs; a finding
+# stops the run and is saved as test-artifacts/fuzz/crash-*. A decode slower than -timeout counts
+# as one too: the server refuses such an image after 2 s, but a minute means a CPU bomb.
+FUZZ_SECONDS ?= 300
+fuzz: install-test
+	mkdir -p test-artifacts/fuzz/corpus
+	$(BIN)/python tests/checks/fuzz_decode.py test-artifacts/fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=4096 -artifact_prefix=test-artifacts/fuzz/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -141,6 +141,17 @@ async def api(api_factory: Callable[..., ApiContext]) -> AsyncIterator[Api]:
         yield running
 
 
+# For checks about answers, not limits: a 429 would hide what the request would have got.
+UNLIMITED_PLANS = {"free": {"requests_per_minute": 1_000_000, "images_per_month": 1_000_000}}
+
+
+@pytest.fixture
+async def unlimited(api_factory: Callable[..., ApiContext]) -> AsyncIterator[tuple[Api, str]]:
+    """A running app with no practical rate limit or quota, and a key on it."""
+    async with api_factory(plans=UNLIMITED_PLANS) as running:
+        yield running, running.new_key()
+
+
 @pytest.fixture(scope="module")
 def big_decoder() -> Iterator[Decoder]:
     """A one-worker decoder for `BIG_LIMITS` (pass both to `api_factory`)."""

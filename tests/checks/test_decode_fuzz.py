@@ -1,0 +1,35 @@
+"""A few seconds of coverage-guided fuzzing of the decode path (tests/checks/fuzz_decode.py, in its
+own process: libFuzzer owns the process it runs in). Nothing but `ApiError` may escape, and no
+input may crash the process; `make fuzz` runs the same harness for minutes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HARNESS = Path(__file__).with_name("fuzz_decode.py")
+SECONDS = 5
+
+
+def test_the_decode_path_refuses_with_api_errors_only(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(HARNESS),
+            str(tmp_path / "corpus"),
+            "-seed=1",
+            f"-max_total_time={SECONDS}",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 120,
+    )
+    report = (result.stdout + result.stderr)[-6000:]
+    findings = sorted(path.name for path in tmp_path.glob("crash-*"))
+    assert result.returncode == 0 and not findings, f"{findings}\n{report}"
+    runs = re.search(r"Done (\d+) runs", result.stderr)
+    assert runs and int(runs.group(1)) > 0, report
