@@ -29,6 +29,7 @@ from dupify.pipeline.pipeline import build_pipeline
 from dupify.portal.mount import install_portal
 from dupify.privacy.retention import RetentionScheduler
 from dupify.server.error_handlers import install_error_handlers
+from dupify.server.headers import ApiSecurityHeadersMiddleware
 from dupify.server.metrics import Metrics, MetricsMiddleware
 from dupify.server.metrics import router as metrics_router
 from dupify.server.middleware import RequestContextMiddleware
@@ -130,6 +131,8 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware, recorder=current_recorder, header=settings.request_id_header
     )
+    # Around the context middleware, so its last-resort 500 carries them too.
+    app.add_middleware(ApiSecurityHeadersMiddleware, settings=settings.portal)
 
     def current_backend() -> InferenceBackend | None:
         runtime: Runtime | None = getattr(app.state, "runtime", None)

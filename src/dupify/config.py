@@ -27,6 +27,12 @@ class Environment(StrEnum):
     test = "test"
 
 
+# Images per request of /v1/analyze and /v1/duplicates: fixed by the API contract (API.md
+# sections 4 and 5), not settings. /v1/embeddings' is `ImageLimits.max_images_embeddings`.
+MAX_ANALYZE_IMAGES = 16
+MAX_DUPLICATES_IMAGES = 64
+
+
 class ImageLimits(BaseModel):
     """Caps applied to every uploaded image, all checked before pixels are decoded."""
 
@@ -38,6 +44,17 @@ class ImageLimits(BaseModel):
     decode_timeout_s: float = Field(2.0, gt=0)
     allowed_formats: frozenset[str] = frozenset({"jpeg", "png", "webp", "gif", "bmp"})
     max_images_embeddings: int = Field(32, gt=0)
+    # Decode budgets, in the decode cost that dupify.images.cost reads from each header
+    # (docs/operations.md, "Decode budgets and the fair queue").
+    max_request_decode_bytes: int = Field(
+        2048 * MiB, gt=0, description="one request's images together; over it, 422"
+    )
+    max_decoding_bytes: int = Field(
+        768 * MiB, gt=0, description="decodes running at once in one process: the memory bound"
+    )
+    account_decode_cpu_s_per_minute: float = Field(
+        60.0, gt=0, description="decoder CPU seconds per account per process; past it, 429"
+    )
 
 
 class InferenceSettings(BaseModel):
@@ -249,6 +266,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DUPIFY_SECRET_KEY is required when DUPIFY_ENV=production "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_request_fits_the_inference_queue(self) -> Settings:
+        # A request's images enter a model's queue together; more than the queue holds could
+        # never be admitted, so the setting is refused here rather than each such request failing.
+        largest = max(self.limits.max_images_embeddings, MAX_ANALYZE_IMAGES, MAX_DUPLICATES_IMAGES)
+        if self.inference.queue_size < largest:
+            raise ValueError(
+                f"DUPIFY_INFERENCE__QUEUE_SIZE (inference.queue_size) is "
+                f"{self.inference.queue_size}: it must be at least {largest}, the most images one "
+                f"request can carry (/v1/duplicates takes {MAX_DUPLICATES_IMAGES}, /v1/analyze "
+                f"{MAX_ANALYZE_IMAGES}, /v1/embeddings DUPIFY_LIMITS__MAX_IMAGES_EMBEDDINGS = "
+                f"{self.limits.max_images_embeddings})"
             )
         return self
 

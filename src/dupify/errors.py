@@ -24,6 +24,9 @@ ERROR_CODES: dict[str, ErrorKind] = {
     "insufficient_scope": ErrorKind(403, "permission_error", "key lacks the endpoint's scope"),
     "rate_limited": ErrorKind(429, "rate_limit_error", "per-key request rate exceeded"),
     "quota_exceeded": ErrorKind(429, "rate_limit_error", "monthly image quota used up"),
+    "decode_budget_exceeded": ErrorKind(
+        429, "rate_limit_error", "the account's image decoding time a minute is used up"
+    ),
     "payload_too_large": ErrorKind(413, "invalid_request_error", "request body over the cap"),
     "unsupported_media_type": ErrorKind(
         415, "invalid_request_error", "content type or image format not accepted"
@@ -33,6 +36,9 @@ ERROR_CODES: dict[str, ErrorKind] = {
     "too_many_frames": ErrorKind(422, "invalid_request_error", "animation over the frame cap"),
     "image_decode_timeout": ErrorKind(
         422, "invalid_request_error", "decoding took longer than its budget"
+    ),
+    "request_too_complex": ErrorKind(
+        422, "invalid_request_error", "the images together cost more to decode than a request may"
     ),
     "too_many_images": ErrorKind(400, "invalid_request_error", "too many images in one request"),
     "invalid_request": ErrorKind(400, "invalid_request_error", "malformed request or field"),
@@ -47,6 +53,9 @@ ERROR_CODES: dict[str, ErrorKind] = {
     "method_not_allowed": ErrorKind(405, "invalid_request_error", "method not allowed here"),
     "overloaded": ErrorKind(503, "api_error", "inference queue full; retry after the header"),
     "not_ready": ErrorKind(503, "api_error", "a dependency is not answering"),
+    "decoder_unavailable": ErrorKind(
+        503, "api_error", "the image decoder processes stopped; retry after the header"
+    ),
     "internal_error": ErrorKind(500, "api_error", "a bug; the request id is logged"),
 }
 

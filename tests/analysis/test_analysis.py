@@ -223,7 +223,8 @@ async def test_bundled_sample_photos_are_safe(
 async def fingerprints_of(pipeline: Pipeline, files: list[bytes]) -> list[Fingerprint]:
     """Fingerprints as the API makes them: the pipeline decodes at the model's working side,
     hashes and embeds."""
-    fingerprints = await pipeline.fingerprints_all(files, [f"file[{i}]" for i in range(len(files))])
+    params = [f"file[{i}]" for i in range(len(files))]
+    fingerprints = await pipeline.fingerprints_all(files, params, account=None)
     assert {item.embedding.shape for item in fingerprints} == {(1024,)}
     return fingerprints
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +99,36 @@ def test_zero_threads_means_one_per_available_core(tmp_path: Path) -> None:
 def test_negative_threads_are_rejected() -> None:
     with pytest.raises(ValueError, match="intra_op_threads"):
         SessionPolicy(intra_op_threads=-1)
+
+
+# Builds a session of each kind, as a server does: one under the policy, and RapidOCR's own.
+_SESSIONS_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np
+from dupify.inference.models.text import TextReader
+from dupify.inference.session import OrtSession, SessionPolicy
+policy = SessionPolicy(device="cpu", intra_op_threads=1)
+(y,) = OrtSession(bytes.fromhex(sys.argv[1]), policy).run(None, {"x": np.ones((1, 3), np.float32)})
+assert y.tolist() == [[2.0, 2.0, 2.0]]
+assert TextReader(policy).read(np.full((64, 64, 3), 255, np.uint8)) == []
+"""
+
+
+def test_sessions_leave_nothing_under_home(tmp_path: Path) -> None:
+    """ONNX Runtime's telemetry writes a device id and an event database under
+    ~/.cache/Microsoft when it is imported, unless told not to before that import."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")  # set by this process's import
+    }
+    env["HOME"] = str(home)
+    subprocess.run(
+        [sys.executable, "-c", _SESSIONS_IN_A_FRESH_PROCESS, _double_graph().hex()],
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    assert sorted(path.relative_to(home).as_posix() for path in home.rglob("*")) == []

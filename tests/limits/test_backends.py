@@ -4,8 +4,8 @@ memory bound, and account deletion removing every entry and counter."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,8 @@ import redis
 from dupify.config import Settings
 from dupify.limits.backends import open_backends
 from dupify.limits.cache import EmbeddedCache, ResultCache, cache_key
-from dupify.limits.ratelimit import API_KEY_BUCKET, Limiter, MemoryCounters
+from dupify.limits.counters import MemoryCounters
+from dupify.limits.ratelimit import API_KEY_BUCKET, Limiter, Seed
 from support.clock import Clock
 
 SECRET = b"backend-test-secret-" + b"y" * 20
@@ -68,9 +69,16 @@ async def test_two_processes_sharing_redis_share_one_count(cache_backend: dict[s
         assert sum(grant.allowed for grant in grants) == 10
 
 
-def _seed(value: int) -> Any:
-    async def seed() -> int:
-        return value
+def _seed(
+    value: int, calls: list[int] | None = None
+) -> Callable[[], AbstractAsyncContextManager[Seed]]:
+    """A seed of `value` images (a real one reads the request log; see dupify.limits.metering)."""
+
+    @asynccontextmanager
+    async def seed() -> AsyncIterator[Seed]:
+        if calls is not None:
+            calls.append(value)
+        yield Seed(value)
 
     return seed
 
@@ -80,11 +88,7 @@ async def test_quota_reservations_are_atomic_seeded_and_released(
 ) -> None:
     limiter, _ = backends
     seeds: list[int] = []
-
-    async def seed() -> int:
-        seeds.append(7)
-        return 7
-
+    seed = _seed(7, seeds)
     grants = await asyncio.gather(
         *(limiter.reserve_images("acct_quota", 1, 10, seed, NOW) for _ in range(20))
     )
@@ -92,7 +96,7 @@ async def test_quota_reservations_are_atomic_seeded_and_released(
     assert seeds  # seeded from the log once the counter was found missing
     refused = await limiter.reserve_images("acct_quota", 1, 10, seed, NOW)
     assert not refused.allowed and refused.used == 10 and refused.left == 0
-    await limiter.release_images("acct_quota", 2, NOW)
+    await limiter.release_images("acct_quota", 2, NOW, grants[0].generation)
     assert (await limiter.reserve_images("acct_quota", 2, 10, seed, NOW)).allowed
     assert not (await limiter.reserve_images("acct_quota", 1, 10, seed, NOW)).allowed
     next_month = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)

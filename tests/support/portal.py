@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
+from dupify.mail.links import render
 from dupify.mail.models import OutboxMessage
 from support.api import Api
 
@@ -26,12 +27,16 @@ def csrf_of(html: str) -> str:
 
 
 def mail_links(api: Api, to_address: str, kind: str) -> list[str]:
+    """The links in the queued messages of `kind` to `to_address`, as the sender will send them
+    (the outbox keeps a one-time link's token only as a seed; the test app sends no mail)."""
+    secret = api.app.state.runtime.secret
     with Session(api.engine) as db:
-        bodies = db.scalars(
-            select(OutboxMessage.body)
+        messages = db.execute(
+            select(OutboxMessage.body, OutboxMessage.link_seed)
             .where(OutboxMessage.to_address == to_address, OutboxMessage.kind == kind)
             .order_by(OutboxMessage.created_at)
         ).all()
+    bodies = [render(body, seed, secret) if seed else body for body, seed in messages]
     return [link for body in bodies for link in LINK.findall(body)]
 
 

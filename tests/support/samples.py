@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -30,6 +32,21 @@ def noise_png(width: int, height: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
     return buffer.getvalue()
+
+
+def deep_png(width: int, height: int, depth: int = 16, colour: int = 6, channels: int = 4) -> bytes:
+    """A PNG of zero samples at any bit depth and colour type (default 16-bit RGBA, which
+    Pillow cannot write), compressed by hand: 6300x6300 is about 300 KB that decodes slowly."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    row = bytes(1 + (width * channels * depth + 7) // 8)  # filter type 0, then the samples
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 # Distinct real photographs bundled in scikit-image's wheel (no download), plus scikit-learn's

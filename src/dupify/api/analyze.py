@@ -26,11 +26,15 @@ from dupify.api.inputs import (
     encode_vector,
     image_inputs,
     read_image_request,
+    request_options,
     validated,
 )
 from dupify.api.schemas import (
     AUTH_ERRORS,
+    ENCODING_FORMAT_FIELD,
+    FEATURES_PATTERN,
     IMAGE_ERRORS,
+    MODEL_FIELD,
     AnalyzeOptions,
     AnalyzeRequest,
     AnalyzeResponse,
@@ -39,9 +43,12 @@ from dupify.api.schemas import (
     DuplicatesRequest,
     DuplicatesResponse,
     error_responses,
+    form_field,
+    image_files,
+    image_part,
     image_request_body,
 )
-from dupify.config import ImageLimits
+from dupify.config import MAX_ANALYZE_IMAGES, MAX_DUPLICATES_IMAGES, ImageLimits
 from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.images.inputs import RequestBody, decode_base64_image
@@ -57,8 +64,6 @@ from dupify.server.runtime import Runtime
 
 router = APIRouter(tags=["images"])
 
-MAX_ANALYZE_IMAGES = 16
-MAX_DUPLICATES_IMAGES = 64
 # Bumped when the pixel measures (colours, hashes, quality) change, so old cached results die.
 PIXEL_MEASURES_VERSION = "pixels@1"
 
@@ -70,13 +75,17 @@ PIXEL_MEASURES_VERSION = "pixels@1"
     openapi_extra=image_request_body(
         AnalyzeRequest,
         {
-            "features": "Comma-separated features (default: "
-            + ",".join(sorted(DEFAULT_FEATURES))
-            + ").",
-            "model": "Embedding model for the `embedding` feature.",
-            "encoding_format": "`float` or `base64`, for the `embedding` feature.",
-            "top_k": "How many labels (1..20).",
-            "max_colors": "How many palette colours (1..10).",
+            "file": image_files(1, MAX_ANALYZE_IMAGES),
+            "features": form_field(
+                "Comma-separated features (default: " + ",".join(sorted(DEFAULT_FEATURES)) + ").",
+                pattern=FEATURES_PATTERN,
+            ),
+            "model": MODEL_FIELD,
+            "encoding_format": ENCODING_FORMAT_FIELD,
+            "top_k": form_field("How many labels.", type="integer", minimum=1, maximum=20),
+            "max_colors": form_field(
+                "How many palette colours.", type="integer", minimum=1, maximum=10
+            ),
         },
     ),
     summary="Analyze images: labels, safety, colours, hashes, quality, metadata, text, faces",
@@ -86,8 +95,9 @@ async def analyze(
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    raw_options, images = image_inputs(body, dict(request.query_params), limits, MAX_ANALYZE_IMAGES)
-    options = validated(AnalyzeOptions, raw_options)
+    query = dict(request.query_params)
+    options = request_options(body, query, AnalyzeRequest, AnalyzeOptions)
+    images = image_inputs(body, limits, MAX_ANALYZE_IMAGES)
     analysis = AnalysisOptions(
         features=frozenset(options.features or DEFAULT_FEATURES),
         embedding_model=options.model or runtime.registry.roles[EMBEDDING_ROLE],
@@ -98,7 +108,9 @@ async def analyze(
     await runtime.meter.charge(ctx, len(images))
 
     async def analyze_missing(indices: list[int]) -> list[bytes | ApiError]:
-        outcomes = await runtime.pipeline.analyze([images[i][1] for i in indices], analysis)
+        outcomes = await runtime.pipeline.analyze(
+            [images[i][1] for i in indices], analysis, account=ctx.caller
+        )
         return [
             outcome if isinstance(outcome, ApiError) else _result_bytes(outcome)
             for outcome in outcomes
@@ -155,7 +167,15 @@ def _result_bytes(result: dict[str, Any]) -> bytes:
     "/v1/compare",
     response_model=CompareResponse,
     responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "quota_exceeded"),
-    openapi_extra=image_request_body(CompareRequest, {}),
+    openapi_extra=image_request_body(
+        CompareRequest,
+        {
+            "a": image_part("The first image."),
+            "b": image_part("The second image."),
+        },
+        required_parts=("a", "b"),
+        raw=False,
+    ),
     summary="Compare two images: exact, near-duplicate, similar or different",
 )
 async def compare_images(
@@ -179,7 +199,7 @@ async def compare_images(
 def _compare_inputs(body: RequestBody, limits: ImageLimits) -> list[tuple[str, bytes]]:
     """The (param, bytes) pairs of `a` and `b`, from JSON fields or multipart parts."""
     if body.form == "json":
-        request = validated(CompareRequest, body.json)
+        request = validated(CompareRequest, body.json, strict=True)
         return [
             ("a", decode_base64_image(request.a, "a", limits)),
             ("b", decode_base64_image(request.b, "b", limits)),
@@ -206,17 +226,18 @@ def _compare_inputs(body: RequestBody, limits: ImageLimits) -> list[tuple[str, b
     "/v1/duplicates",
     response_model=DuplicatesResponse,
     responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "quota_exceeded"),
-    openapi_extra=image_request_body(DuplicatesRequest, {}),
+    openapi_extra=image_request_body(
+        DuplicatesRequest, {"file": image_files(2, MAX_DUPLICATES_IMAGES)}, raw=False
+    ),
     summary="Group the duplicates in a batch of 2..64 images",
 )
 async def find_duplicates(
     request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
-    limits = runtime.settings.limits
-    _, images = image_inputs(
-        body, dict(request.query_params), limits, MAX_DUPLICATES_IMAGES, minimum=2
-    )
+    if body.form == "json":
+        validated(DuplicatesRequest, body.json, strict=True)
+    images = image_inputs(body, runtime.settings.limits, MAX_DUPLICATES_IMAGES, minimum=2)
     fingerprints, cache_state = await _fingerprints(ctx, runtime, images)
     return JSONResponse(
         {
@@ -240,7 +261,7 @@ async def _fingerprints(
     async def fingerprint_missing(indices: list[int]) -> list[bytes]:
         chosen = [images[index] for index in indices]
         fingerprints = await runtime.pipeline.fingerprints_all(
-            [data for _, data in chosen], [param for param, _ in chosen]
+            [data for _, data in chosen], [param for param, _ in chosen], account=ctx.caller
         )
         return [_fingerprint_bytes(fingerprint) for fingerprint in fingerprints]
 

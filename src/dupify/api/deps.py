@@ -66,13 +66,14 @@ async def authenticate_request(request: Request) -> RequestContext:
     ctx = get_context(request)
     # The client address only names a throttle counter (in memory, hashed in Redis): never stored.
     ctx.client_address = client_address(request, runtime.settings.portal.trust_forwarded_proto)
-    await runtime.key_guard.refuse_if_guessing(runtime.limiter, ctx.client_address)
 
     def lookup() -> Principal | Rejection:
         with runtime.sessions() as session:
             return authenticate(session, token, secret=runtime.secret, now=utcnow())
 
-    result = await asyncio.to_thread(lookup)
+    async with runtime.key_guard.evaluating(runtime.limiter, ctx.client_address, token) as key:
+        result = await asyncio.to_thread(lookup)
+        key.genuine = isinstance(result, Principal) or result is Rejection.suspended
     if isinstance(result, Principal):
         ctx.identify(
             account_id=result.account_id,
@@ -84,7 +85,6 @@ async def authenticate_request(request: Request) -> RequestContext:
         return ctx
     if result is Rejection.suspended:
         raise ApiError("account_suspended", "This API key or its account is suspended.")
-    await runtime.key_guard.count_invalid_key(runtime.limiter, ctx.client_address)
     raise ApiError("invalid_api_key", "The API key is not valid (check it, or create a new one).")
 
 

@@ -11,20 +11,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from dupify.api.deps import authenticate_request, get_runtime, require_scope
-from dupify.api.inputs import (
-    encode_vector,
-    image_inputs,
-    read_image_request,
-    validated,
-)
+from dupify.api.inputs import encode_vector, image_inputs, read_image_request, request_options
 from dupify.api.schemas import (
     AUTH_ERRORS,
+    ENCODING_FORMAT_FIELD,
     IMAGE_ERRORS,
+    MODEL_FIELD,
     EmbeddingOptions,
     EmbeddingsRequest,
     EmbeddingsResponse,
     ModelList,
     error_responses,
+    form_field,
+    image_files,
     image_request_body,
 )
 from dupify.context import RequestContext
@@ -43,9 +42,12 @@ router = APIRouter()
     openapi_extra=image_request_body(
         EmbeddingsRequest,
         {
-            "model": "Model id (multipart/raw forms; also a query parameter).",
-            "encoding_format": "`float` or `base64`.",
-            "dimensions": "Truncate to this many dimensions and re-normalise.",
+            "file": image_files(1),
+            "model": MODEL_FIELD,
+            "encoding_format": ENCODING_FORMAT_FIELD,
+            "dimensions": form_field(
+                "Truncate to this many dimensions and re-normalise.", type="integer", minimum=1
+            ),
         },
     ),
     summary="Embed images",
@@ -56,13 +58,10 @@ async def create_embeddings(
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
-    query = dict(request.query_params)
-    options: EmbeddingOptions = (
-        validated(EmbeddingsRequest, body.json)
-        if body.form == "json"
-        else validated(EmbeddingOptions, {**query, **body.fields})
+    options: EmbeddingOptions = request_options(
+        body, dict(request.query_params), EmbeddingsRequest, EmbeddingOptions
     )
-    _, images = image_inputs(body, query, limits, limits.max_images_embeddings)
+    images = image_inputs(body, limits, limits.max_images_embeddings)
     model = runtime.registry.get(options.model or runtime.registry.roles[EMBEDDING_ROLE])
     if options.dimensions is not None and options.dimensions > model.dimensions:
         raise ApiError(
@@ -77,7 +76,10 @@ async def create_embeddings(
         # little-endian float32) so any `dimensions` can be served from it.
         chosen = [images[index] for index in indices]
         vectors = await runtime.pipeline.embed_all(
-            [data for _, data in chosen], [param for param, _ in chosen], model.id
+            [data for _, data in chosen],
+            [param for param, _ in chosen],
+            model.id,
+            account=ctx.caller,
         )
         return [vector.astype("<f4").tobytes() for vector in vectors]
 

@@ -28,12 +28,25 @@ async def read_image_request(request: Request) -> tuple[Runtime, RequestBody]:
     return runtime, body
 
 
-def validated(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
-    """The request options, or `invalid_request` naming the first field at fault."""
+def validated(schema: type[ModelT], data: dict[str, Any], *, strict: bool = False) -> ModelT:
+    """The request options, or `invalid_request` naming the first field at fault. `strict` for a
+    JSON body, whose values have their JSON types (`8` is an integer, `"8"` and `true` are not);
+    not for form fields and query parameters, where every value is text."""
     try:
-        return schema.model_validate(data)
+        return schema.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise invalid_request_from(exc.errors()) from exc
+
+
+def request_options(
+    body: RequestBody, query: dict[str, str], json_schema: type[ModelT], form_schema: type[ModelT]
+) -> ModelT:
+    """An image request's options: a JSON body validated whole, strictly, against `json_schema`
+    (the schema the OpenAPI document shows for it); otherwise the form fields over the query
+    parameters, as text, against `form_schema`."""
+    if body.form == "json":
+        return validated(json_schema, body.json, strict=True)
+    return validated(form_schema, {**query, **body.fields})
 
 
 def check_count(count: int, maximum: int, param: str, minimum: int = 1) -> None:
@@ -56,15 +69,11 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
 
 
 def image_inputs(
-    body: RequestBody,
-    query: dict[str, str],
-    limits: ImageLimits,
-    maximum: int,
-    minimum: int = 1,
-) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    """The raw options and the (param, image bytes) pairs of an image endpoint, in any input form:
-    JSON `input` (one base64 image or data URI, or a list), a raw image body, or multipart
-    `file` parts; between `minimum` and `maximum` images."""
+    body: RequestBody, limits: ImageLimits, maximum: int, minimum: int = 1
+) -> list[tuple[str, bytes]]:
+    """The (param, image bytes) pairs of an image endpoint, in any input form: JSON `input` (one
+    base64 image or data URI, or a list), a raw image body, or multipart `file` parts; between
+    `minimum` and `maximum` images."""
     if body.form == "json":
         items = body.json.get("input")
         if isinstance(items, str):
@@ -78,11 +87,10 @@ def image_inputs(
                 param="input",
             )
         check_count(len(pairs), maximum, "input", minimum)
-        return body.json, [(name, decode_base64_image(item, name, limits)) for name, item in pairs]
-    options = {**query, **body.fields}
+        return [(name, decode_base64_image(item, name, limits)) for name, item in pairs]
     if body.form == "raw":
         check_count(1, maximum, "body", minimum)
-        return options, [("body", body.files[0][1])]
+        return [("body", body.files[0][1])]
     files = body.files_named("file")
     check_count(len(files), maximum, "file", minimum)
-    return options, [(f"file[{index}]", data) for index, data in enumerate(files)]
+    return [(f"file[{index}]", data) for index, data in enumerate(files)]

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from dupify.config import MAX_ANALYZE_IMAGES, MAX_DUPLICATES_IMAGES
 from dupify.errors import ERROR_CODES
+from dupify.images.inputs import RAW_IMAGE_TYPES
+
+# JSON bodies are validated strictly (api.inputs.validated): `"8"`, `8.0` and `true` are not
+# integers there. Form fields and query parameters are text, read as the form schemas say.
+ImageData = Annotated[str, Field(min_length=1)]
+EncodingFormat = Literal["float", "base64"]
+_IMAGE = {"type": "string", "minLength": 1}
+
+
+def _images(minimum: int, maximum: int | None, single: bool = True) -> dict[str, Any]:
+    """The schema of a JSON `input`: one image (when `single`) or a list of `minimum`..`maximum`."""
+    listed: dict[str, Any] = {"type": "array", "items": _IMAGE, "minItems": minimum}
+    if maximum is not None:
+        listed["maxItems"] = maximum
+    return {"anyOf": [_IMAGE, listed]} if single else listed
+
+
+# JSON `input` fields: their schemas are declared here, but they are read and refused only by
+# `api.inputs.image_inputs`, whose `param` names the image at fault (`input[2]`) and which answers
+# `too_many_images` over the maximum. The embeddings maximum is a setting, so not declared.
+EmbeddingImages = Annotated[object, WithJsonSchema(_images(1, None))]
+AnalyzeImages = Annotated[object, WithJsonSchema(_images(1, MAX_ANALYZE_IMAGES))]
+DuplicateImages = Annotated[object, WithJsonSchema(_images(2, MAX_DUPLICATES_IMAGES, single=False))]
 
 
 class EmbeddingOptions(BaseModel):
@@ -15,7 +39,7 @@ class EmbeddingOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="Model id; the default model when omitted.")
-    encoding_format: Literal["float", "base64"] = Field(
+    encoding_format: EncodingFormat = Field(
         "float", description="`base64` returns little-endian float32 bytes, base64-encoded."
     )
     dimensions: int | None = Field(
@@ -26,8 +50,9 @@ class EmbeddingOptions(BaseModel):
 class EmbeddingsRequest(EmbeddingOptions):
     """OpenAI-compatible: `input` holds base64 images or `data:image/…;base64,` URIs."""
 
-    input: str | list[str] = Field(
-        description="One image or a list of 1..32, each base64 or a data URI."
+    input: EmbeddingImages = Field(
+        description="One image or a list of 1 to `limits.max_images_embeddings` (32 by default), "
+        "each base64 or a data URI."
     )
     user: str | None = Field(
         None, description="Accepted for OpenAI compatibility; ignored and never stored."
@@ -119,37 +144,79 @@ IMAGE_ERRORS = (
 )
 
 
-def image_request_body(json_model: type[BaseModel], form_fields: dict[str, str]) -> dict[str, Any]:
+def image_part(description: str) -> dict[str, Any]:
+    """One multipart part holding an image's bytes."""
+    return {"type": "string", "format": "binary", "description": description}
+
+
+def image_files(minimum: int, maximum: int | None = None) -> dict[str, Any]:
+    """The multipart `file` parts of an image endpoint, one image each."""
+    schema: dict[str, Any] = {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "minItems": minimum,
+    }
+    return schema | ({"maxItems": maximum} if maximum else {})
+
+
+def form_field(description: str, **schema: Any) -> dict[str, Any]:
+    """An option sent as a form field (or query parameter), whose value is text: `schema` says
+    which text (a `type: integer` field holds an integer's decimal digits)."""
+    return {"type": "string", **schema, "description": description}
+
+
+def image_request_body(
+    json_model: type[BaseModel],
+    form_fields: dict[str, dict[str, Any]],
+    *,
+    required_parts: tuple[str, ...] = ("file",),
+    raw: bool = True,
+) -> dict[str, Any]:
     """`openapi_extra` for an image endpoint: the body is read by hand (to check the key before
-    reading it and to keep it in memory), so its three forms are declared here."""
-    form_properties: dict[str, Any] = {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    reading it and to keep it in memory), so its forms are declared here: JSON, multipart with
+    `form_fields` (the image parts among them), and, when the endpoint takes one image, a raw
+    image body."""
+    content: dict[str, Any] = {
+        "application/json": {"schema": json_model.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": form_fields,
+                "required": list(required_parts),
+            }
+        },
     }
-    form_properties.update(
-        {name: {"type": "string", "description": text} for name, text in form_fields.items()}
-    )
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": json_model.model_json_schema()},
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": form_properties}
-                },
-                "image/jpeg": binary,
-                "image/png": binary,
-                "image/webp": binary,
-                "image/gif": binary,
-                "image/bmp": binary,
-            },
-        }
-    }
+    if raw:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        content.update({media_type: binary for media_type in sorted(RAW_IMAGE_TYPES)})
+    return {"requestBody": {"required": True, "content": content}}
+
+
+# The options every form-taking endpoint shares, as form fields.
+MODEL_FIELD = form_field("Model id; the default model when empty.")
+ENCODING_FORMAT_FIELD = form_field(
+    "`float` or `base64` (little-endian float32, base64-encoded).",
+    enum=list(get_args(EncodingFormat)),
+)
 
 
 Feature = Literal[
     "labels", "safety", "colors", "hashes", "quality", "metadata", "text", "faces", "embedding"
 ]
+_FEATURE_NAMES = "|".join(get_args(Feature))
+# What `_split_comma_separated` accepts: feature names between commas, blanks around them.
+FEATURES_PATTERN = rf"^[\s,]*(?:{_FEATURE_NAMES})(?:\s*,[\s,]*(?:{_FEATURE_NAMES}))*[\s,]*$"
+_FEATURES_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "array",
+            "items": {"type": "string", "enum": list(get_args(Feature))},
+            "minItems": 1,
+        },
+        {"type": "string", "pattern": FEATURES_PATTERN},
+        {"type": "null"},
+    ]
+}
 
 
 class AnalyzeOptions(BaseModel):
@@ -157,14 +224,14 @@ class AnalyzeOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    features: list[Feature] | None = Field(
+    features: Annotated[list[Feature] | None, WithJsonSchema(_FEATURES_SCHEMA)] = Field(
         None,
         min_length=1,
         description="Features to compute; default labels, safety, colors, hashes, quality, "
         "metadata. `text`, `faces` and `embedding` are opt-in. A comma-separated string works too.",
     )
     model: str | None = Field(None, description="Embedding model for the `embedding` feature.")
-    encoding_format: Literal["float", "base64"] = Field(
+    encoding_format: EncodingFormat = Field(
         "float", description="Encoding of the `embedding` feature, as in /v1/embeddings."
     )
     top_k: int = Field(5, ge=1, le=20, description="How many labels to return.")
@@ -179,8 +246,8 @@ class AnalyzeOptions(BaseModel):
 
 
 class AnalyzeRequest(AnalyzeOptions):
-    input: str | list[str] = Field(
-        description="One image or a list of 1..16, each base64 or a data URI."
+    input: AnalyzeImages = Field(
+        description=f"One image or a list of 1..{MAX_ANALYZE_IMAGES}, each base64 or a data URI."
     )
 
 
@@ -268,8 +335,8 @@ class CompareRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    a: str = Field(description="The first image, base64 or a data URI.")
-    b: str = Field(description="The second image, base64 or a data URI.")
+    a: ImageData = Field(description="The first image, base64 or a data URI.")
+    b: ImageData = Field(description="The second image, base64 or a data URI.")
 
 
 Verdict = Literal["exact_duplicate", "near_duplicate", "similar", "different"]
@@ -288,7 +355,9 @@ class CompareResponse(BaseModel):
 class DuplicatesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    input: list[str] = Field(description="2..64 images, each base64 or a data URI.")
+    input: DuplicateImages = Field(
+        description=f"2..{MAX_DUPLICATES_IMAGES} images, each base64 or a data URI."
+    )
 
 
 class DuplicateGroup(BaseModel):

@@ -7,10 +7,14 @@ are this answer's), the same rows the portal shows and the monthly quota counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from dupify.api.deps import RequestSession, get_runtime, require_scope
 from dupify.api.schemas import error_responses
@@ -43,15 +47,23 @@ class UsageReport(BaseModel):
     plan: PlanUsage
 
 
-def _parse_day(value: str | None, param: str, default: date) -> date:
-    if value is None or value == "":
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise ApiError(
-            "invalid_request", f"{param}: expected a date as YYYY-MM-DD", param=param
-        ) from exc
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _utc_day(value: object) -> object:
+    """A query value as a date: exactly YYYY-MM-DD (OpenAPI's `format: date`), not the other
+    forms `date.fromisoformat` takes (20240101, 2024-W01-1)."""
+    if not isinstance(value, str):
+        return value
+    if _DAY.fullmatch(value):
+        with contextlib.suppress(ValueError):  # a day that does not exist, like 2026-02-30
+            return date.fromisoformat(value)
+    raise PydanticCustomError("date", "expected a date as YYYY-MM-DD")
+
+
+UtcDay = Annotated[
+    date | None, BeforeValidator(_utc_day), Query(description="A UTC day, YYYY-MM-DD.")
+]
 
 
 @router.get(
@@ -71,16 +83,16 @@ def _parse_day(value: str | None, param: str, default: date) -> date:
 async def get_usage(
     request: Request,
     db: RequestSession,
-    start: str | None = None,
-    end: str | None = None,
+    start: UtcDay = None,
+    end: UtcDay = None,
     ctx: RequestContext = Depends(require_scope("usage:read")),
 ) -> UsageReport:
     """`start` and `end` are UTC days, both included (default: this month so far)."""
     runtime = get_runtime(request)
     now = utcnow()
     month_start, month_end = month_of(now)
-    first = _parse_day(start, "start", month_start.date())
-    last = _parse_day(end, "end", now.date())
+    first = start or month_start.date()
+    last = end or now.date()
     if last < first:
         raise ApiError("invalid_request", "end: must not be before start", param="end")
     if (last - first).days >= MAX_DAYS:

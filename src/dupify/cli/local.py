@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from dupify.analysis.similarity import DEFAULT_THRESHOLDS, group_duplicates
+from dupify.analysis.similarity import DEFAULT_THRESHOLDS, Fingerprint, group_duplicates
 from dupify.config import Settings
 from dupify.errors import ApiError
 from dupify.images.workers import Decoder
@@ -131,7 +131,7 @@ async def embed_files(
     model = pipeline.registry.get(model_id)
 
     async def embed(images: list[bytes]) -> Sequence[np.ndarray | ApiError]:
-        return await pipeline.embed(images, model_id)
+        return await pipeline.embed(images, model_id, account=None)
 
     rows, outcome = await _through_pipeline(files, embed, advance)
     matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, model.dimensions))
@@ -155,7 +155,11 @@ async def find_duplicate_files(
     pipeline: Pipeline, files: Sequence[Path], advance: Callable[[int], None]
 ) -> tuple[list[dict[str, Any]], BatchOutcome]:
     """Groups of duplicate files, tiered exactly as `/v1/duplicates` tiers them."""
-    fingerprints, outcome = await _through_pipeline(files, pipeline.fingerprints, advance)
+
+    async def fingerprint(images: list[bytes]) -> Sequence[Fingerprint | ApiError]:
+        return await pipeline.fingerprints(images, account=None)
+
+    fingerprints, outcome = await _through_pipeline(files, fingerprint, advance)
     groups = group_duplicates(fingerprints, DEFAULT_THRESHOLDS) if len(fingerprints) > 1 else []
     for group in groups:
         group["paths"] = [str(outcome.paths[index]) for index in group["indices"]]

@@ -128,7 +128,7 @@ def _accepted_format(data: bytes, limits: ImageLimits) -> str:
             "payload_too_large",
             f"image is {len(data)} bytes; the limit is {limits.max_image_bytes} bytes",
         )
-    sniffed = _sniff(data)
+    sniffed = sniff_format(data)
     accepted = sorted(_DECODABLE[f][0] for f in limits.allowed_formats if f in _DECODABLE)
     if sniffed is None:
         raise ApiError(
@@ -143,7 +143,7 @@ def _accepted_format(data: bytes, limits: ImageLimits) -> str:
     )
 
 
-def _sniff(data: bytes) -> str | None:
+def sniff_format(data: bytes) -> str | None:
     """The format the magic bytes announce: a `_DECODABLE` key, another format's label, or None."""
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"

@@ -1,17 +1,20 @@
 """Reads an image request in its three forms (JSON base64, multipart, raw), in memory, with caps.
 
 The body is streamed and counted as it arrives, so an oversized upload is refused (413) before it
-is buffered whole. Multipart is parsed here with python-multipart's streaming parser into memory:
-Starlette's own form parser spools parts over 1 MiB to a temporary file, and images must never
-touch disk. The readers take any `IncomingBody` (Starlette's `Request` is one), so nothing here
-depends on the web framework; a client that leaves mid-body is the HTTP layer's to answer
-(dupify.server.error_handlers).
+is buffered whole, and a content type we do not take is refused (415) before it is read at all.
+A refused body is drained before the answer goes out (`_Body.drain`). Multipart is parsed here
+with python-multipart's streaming parser into memory: Starlette's own form parser spools parts
+over 1 MiB to a temporary file, and images must never touch disk. The readers take any
+`IncomingBody` (Starlette's `Request` is one), so nothing here depends on the web framework; a
+client that leaves mid-body is the HTTP layer's to answer (dupify.server.error_handlers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,6 +31,8 @@ MAX_FORM_FIELD_BYTES = 64 * 1024
 MAX_MULTIPART_PARTS = 128
 _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.I)
 _WHITESPACE = re.compile(rb"\s+")
+# How long a refused body may take to drain before the answer goes out anyway.
+DRAIN_TIMEOUT_S = 10.0
 
 
 class IncomingBody(Protocol):
@@ -53,17 +58,66 @@ class RequestBody:
         return [data for part_name, data in self.files if part_name == name]
 
 
+class _Body:
+    """A request body's chunks as they arrive, counted, so that a refusal can drain the rest."""
+
+    def __init__(self, request: IncomingBody) -> None:
+        self.headers = request.headers
+        self._chunks = request.stream()
+        self.received = 0
+
+    def declared(self) -> int | None:
+        value = self.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    async def next_chunk(self) -> bytes | None:
+        """The next chunk, or None at the end of the body."""
+        try:
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            return None
+        self.received += len(chunk)
+        return chunk
+
+    async def drain(self, max_bytes: int) -> None:
+        """Read and drop what is left of a refused body, at most `max_bytes` more and for at most
+        DRAIN_TIMEOUT_S, so the answer does not go out while the client is still sending: a
+        connection closed with unread bytes (after `Connection: close`, or an idle keep-alive)
+        is reset, and the reset can destroy the answer before the client reads it. Not drained:
+        a body that is declared longer than that (it would be reset all the same), and one whose
+        client waits for `100 Continue` before sending (reading would invite it)."""
+        declared = self.declared()
+        if declared is not None and declared - self.received > max_bytes:
+            return
+        if self.received == 0 and self.headers.get("expect", "").lower() == "100-continue":
+            return
+        limit = self.received + max_bytes
+        # A client gone mid-drain (the framework's disconnect error) or a deadline passed
+        # leaves the refusal as the answer; nothing else can go wrong in reading bytes.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                while self.received <= limit and await self.next_chunk() is not None:
+                    pass
+
+
 async def read_capped_body(request: IncomingBody, max_bytes: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes `max_bytes` (declared or not)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _body_too_large(max_bytes)
+    body = _Body(request)
+    try:
+        return await _read_capped(body, max_bytes, _body_too_large(max_bytes))
+    except ApiError:
+        await body.drain(max_bytes)
+        raise
+
+
+async def _read_capped(body: _Body, max_bytes: int, too_large: ApiError) -> bytes:
+    declared = body.declared()
+    if declared is not None and declared > max_bytes:
+        raise too_large
     chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes:
-            raise _body_too_large(max_bytes)
+    while (chunk := await body.next_chunk()) is not None:
+        if body.received > max_bytes:
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -83,33 +137,60 @@ def _image_too_large(param: str, max_bytes: int) -> ApiError:
 
 
 async def read_request_body(request: IncomingBody, limits: ImageLimits) -> RequestBody:
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    """The body in whichever form its content type says; a refused one is drained first."""
+    body = _Body(request)
+    try:
+        return await _read_request_body(body, limits)
+    except ApiError:
+        await body.drain(limits.max_body_bytes)
+        raise
+
+
+async def _read_request_body(body: _Body, limits: ImageLimits) -> RequestBody:
+    content_type, options = parse_options_header(body.headers.get("content-type", ""))
     media_type = content_type.decode("latin-1").lower()
     if media_type == "multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
             raise ApiError("invalid_request", "multipart body without a boundary")
-        return await _read_multipart(request, boundary, limits)
-    body = await read_capped_body(request, limits.max_body_bytes)
+        return await _read_multipart(body, boundary, limits)
     if media_type in RAW_IMAGE_TYPES:
-        if len(body) > limits.max_image_bytes:
-            raise _image_too_large("body", limits.max_image_bytes)
-        return RequestBody(form="raw", size=len(body), files=[("file", body)])
-    if not body:
-        raise ApiError("invalid_request", "the request body is empty")
+        # One image, so the per-image cap refuses it as soon as it is passed.
+        too_large = _image_too_large("body", limits.max_image_bytes)
+        if limits.max_body_bytes <= limits.max_image_bytes:
+            too_large = _body_too_large(limits.max_body_bytes)
+        cap = min(limits.max_image_bytes, limits.max_body_bytes)
+        data = await _read_capped(body, cap, too_large)
+        return RequestBody(form="raw", size=len(data), files=[("file", data)])
     if media_type not in ("application/json", ""):
         raise ApiError(
             "unsupported_media_type",
             f"content type {media_type!r} is not accepted: send application/json, "
             "multipart/form-data or image/jpeg|png|webp|gif|bmp",
         )
+    data = await _read_capped(body, limits.max_body_bytes, _body_too_large(limits.max_body_bytes))
+    if not data:
+        raise ApiError("invalid_request", "the request body is empty")
+    return RequestBody(form="json", size=len(data), json=_json_object(data))
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """The body as a JSON object. Anything the parser refuses is the client's error, however it
+    refuses: nesting deeper than Python's recursion limit, or an integer longer than Python's
+    digit cap (4300), raise RecursionError and ValueError rather than a JSONDecodeError."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = json.loads(data)
+    except RecursionError as exc:
+        raise ApiError("invalid_request", "malformed JSON: nested too deeply") from exc
+    except json.JSONDecodeError as exc:
         raise ApiError("invalid_request", f"malformed JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ApiError("invalid_request", "malformed JSON: not UTF-8") from exc
+    except ValueError as exc:
+        raise ApiError("invalid_request", "malformed JSON: a number too long to read") from exc
     if not isinstance(document, dict):
         raise ApiError("invalid_request", "the JSON body must be an object")
-    return RequestBody(form="json", size=len(body), json=document)
+    return document
 
 
 class _MultipartCollector:
@@ -181,23 +262,19 @@ class _MultipartCollector:
                 ) from exc
 
 
-async def _read_multipart(
-    request: IncomingBody, boundary: bytes, limits: ImageLimits
-) -> RequestBody:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+async def _read_multipart(body: _Body, boundary: bytes, limits: ImageLimits) -> RequestBody:
+    declared = body.declared()
+    if declared is not None and declared > limits.max_body_bytes:
         raise _body_too_large(limits.max_body_bytes)
     collector = _MultipartCollector(limits)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limits.max_body_bytes:
+    while (chunk := await body.next_chunk()) is not None:
+        if body.received > limits.max_body_bytes:
             raise _body_too_large(limits.max_body_bytes)
         _parse(parser.write, chunk)
     _parse(parser.finalize)
     return RequestBody(
-        form="multipart", size=received, fields=collector.fields, files=collector.files
+        form="multipart", size=body.received, fields=collector.fields, files=collector.files
     )
 
 
@@ -215,6 +292,8 @@ def decode_base64_image(value: object, param: str, limits: ImageLimits) -> bytes
     """A bare base64 string or a `data:image/…;base64,` URI, to bytes, with the per-image cap."""
     if not isinstance(value, str):
         raise ApiError("invalid_request", f"{param} must be a base64 string", param=param)
+    if not value:
+        raise ApiError("invalid_request", f"{param} is empty", param=param)
     payload = value
     match = _DATA_URI.match(value)
     if match:

@@ -1,20 +1,29 @@
 """The async front of image decoding: a pool of spawned worker processes that runs whatever
-per-image function it is given (a decode, or a decode and its measures), each on a budget."""
+per-image function it is given (a decode, or a decode and its measures), each on a budget,
+behind a fair queue between accounts."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import logging
 import multiprocessing
-from collections.abc import Callable
-from concurrent.futures import wait
-from typing import TypeVar
+import signal
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
 from dupify.config import ImageLimits, available_cores
 from dupify.errors import ApiError
+from dupify.images.cost import decode_cost
 from dupify.images.decoding import DecodedImage, decode_image
+from dupify.images.fairness import CpuAllowance, FairQueue
 
 log = logging.getLogger("dupify.images.workers")
 
@@ -22,6 +31,16 @@ T = TypeVar("T")
 
 _WARM_UP_TIMEOUT_S = 60.0
 _JOIN_TIMEOUT_S = 10.0
+# A replacement worker is up well within a second.
+_RETRY_AFTER_S = 1
+# The fair queue's line for work done for no account: the local tools and the warm-up.
+_OPERATOR = ""
+# How a worker ends when told to stop rather than failing on its upload: pebble's SIGTERM
+# handler exits with the signal's number; a signal before the handler is installed, or a
+# stop by SIGINT or SIGHUP (a closing terminal), shows as minus its number.
+_STOPPED = frozenset(
+    {signal.SIGTERM.value, *(-s.value for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))}
+)
 
 
 def _prepare_worker() -> None:
@@ -31,14 +50,50 @@ def _prepare_worker() -> None:
     Image.init()
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return trim
+
+
+def _measured(function: Callable[..., T], *args: object) -> tuple[T | ApiError, float]:
+    """Runs in the worker: `function(*args)` (or the ApiError refusing the upload) and the CPU
+    seconds it took. Then the heap a large decode freed goes back to the system (glibc keeps
+    it otherwise), so an idle worker holds its baseline, not its largest image."""
+    started = time.process_time()
+    outcome: T | ApiError
+    try:
+        outcome = function(*args)
+    except ApiError as error:
+        outcome = error
+    seconds = time.process_time() - started
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    return outcome, seconds
+
+
 class Decoder:
     """Decodes uploads in worker processes so a slow or crashing codec never stalls the server.
 
     `run` takes any module-level function of picklable arguments that works on one upload
     (the pipeline's decode-and-measure, say), so this pool knows nothing of what callers do
     with pixels. Images travel to the workers through pipes only; nothing is written to disk.
-    A task that runs past `limits.decode_timeout_s` has its worker killed (pebble starts a
-    replacement) and answers `image_decode_timeout`; a worker that dies answers `invalid_image`.
+
+    Budgets (docs/operations.md, "Decode budgets and the fair queue"): each upload has a cost
+    read from its header (`dupify.images.cost`); `admit` refuses a request whose uploads cost
+    more than `limits.max_request_decode_bytes` (422 `request_too_complex`) or whose account has
+    used its decoder CPU time (429 `decode_budget_exceeded`). Uploads then wait in a
+    `FairQueue`, which shares the workers between accounts by cost and keeps the cost decoding
+    at once within `limits.max_decoding_bytes`. A task that runs past `limits.decode_timeout_s`
+    has its worker killed (pebble starts a replacement) and answers `image_decode_timeout`.
+
+    A worker that dies mid-task is replaced and the task tried once more on the new one: a stop
+    from outside (SIGTERM to the process group, a closing terminal, a broken pool) is never the
+    upload's fault, so if it strikes twice the answer is 503 `decoder_unavailable` with
+    `Retry-After`; an upload on which the worker dies twice otherwise (killed by the OOM
+    killer, a crashing codec) is `invalid_image`, and is not tried again.
     """
 
     def __init__(self, limits: ImageLimits, workers: int) -> None:
@@ -46,6 +101,8 @@ class Decoder:
         self.limits = limits
         self._workers = workers if workers > 0 else available_cores()
         self._closed = False
+        self._queue = FairQueue(self._workers, limits.max_decoding_bytes)
+        self._allowance = CpuAllowance(limits.account_decode_cpu_s_per_minute)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPool:
@@ -56,34 +113,97 @@ class Decoder:
             context=multiprocessing.get_context("spawn"),
         )
 
-    async def decode(self, data: bytes, working_side: int = 512) -> DecodedImage:
-        """The decoded upload, or the ApiError that refuses it."""
-        return await self.run(decode_image, data, self.limits, working_side)
+    def admit(self, account: str | None, costs: Sequence[int]) -> None:
+        """Refuse, before any of it is decoded, a request whose uploads (`costs`, from
+        `decode_cost`) are over the request budget, or whose account is out of decoder time.
+        Work for no account (`None`: the local tools, the warm-up) is never refused."""
+        if account is None:
+            return
+        total, budget = sum(costs), self.limits.max_request_decode_bytes
+        if total > budget:
+            raise ApiError(
+                "request_too_complex",
+                f"decoding these images would cost about {_mib(total)} MiB (pixels times bytes "
+                f"a pixel, from their headers); a request may cost {_mib(budget)} MiB: send "
+                "fewer or smaller images a request",
+            )
+        self._allowance.check(account)
 
-    async def run(self, function: Callable[..., T], *args: object) -> T:
-        """`function(*args)` in a worker, under the decode budget; any failure is an ApiError."""
+    async def decode(self, data: bytes, working_side: int = 512) -> DecodedImage:
+        """The decoded upload, or the ApiError that refuses it (work for no account)."""
+        cost = decode_cost(data, self.limits, working_side)
+        return await self.run(decode_image, data, self.limits, working_side, cost=cost)
+
+    async def run(
+        self,
+        function: Callable[..., T],
+        *args: object,
+        account: str | None = None,
+        cost: int = 0,
+    ) -> T:
+        """`function(*args)` in a worker once the fair queue gives `account` its turn, under
+        the decode budget; any failure is an ApiError. The CPU time it took is charged to the
+        account's allowance (`cost` is the header's estimate, for the queue)."""
+        if self._closed:
+            raise RuntimeError("the decoder is closed")
+        async with self._queue.turn(_OPERATOR if account is None else account, cost):
+            outcome, seconds = await self._attempts(function, args)
+        if account is not None:
+            self._allowance.charge(account, seconds)
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return outcome
+
+    async def _attempts(
+        self, function: Callable[..., T], args: tuple[object, ...]
+    ) -> tuple[T | ApiError, float]:
+        """The task's outcome and the CPU seconds it cost (wall time where the worker did not
+        live to say), with one more try on a fresh worker if the first one died."""
+        stopped_from_outside = False
+        started = time.monotonic()
+        for attempt in (1, 2):
+            try:
+                measured: tuple[T | ApiError, float] = await asyncio.wrap_future(
+                    self._schedule(function, args)
+                )
+                return measured
+            except TimeoutError:
+                timeout = self.limits.decode_timeout_s
+                error = ApiError(
+                    "image_decode_timeout", f"decoding took longer than its {timeout:g} s budget"
+                )
+                return error, time.monotonic() - started
+            except (ProcessExpired, BrokenProcessPool) as exc:
+                exit_code = exc.exitcode if isinstance(exc, ProcessExpired) else None
+                stopped_from_outside |= exit_code is None or exit_code in _STOPPED
+                log.warning("decoder worker died (exit code %s, attempt %d)", exit_code, attempt)
+            except Exception as exc:
+                log.error("unexpected decoder failure", exc_info=exc)
+                error = ApiError("invalid_image", "the decoder failed on this image")
+                return error, time.monotonic() - started
+        if stopped_from_outside or self._closed:
+            error = ApiError(
+                "decoder_unavailable",
+                "the image decoder stopped while working on this request; retry shortly",
+                headers={"Retry-After": str(_RETRY_AFTER_S)},
+            )
+        else:
+            error = ApiError("invalid_image", "the decoder failed on this image, twice")
+        return error, time.monotonic() - started
+
+    def _schedule(self, function: Callable[..., T], args: tuple[object, ...]) -> Future[Any]:
         if not self._closed and not self._pool.active:
             # pebble gives up on the whole pool when a worker dies while no task is running
             # (e.g. the OOM killer picks an idle one); a fresh pool is the only way back.
             log.error("decoder pool broken; starting a new one")
             self._stop_pool()
             self._pool = self._new_pool()
-        future = self._pool.schedule(function, args=args, timeout=self.limits.decode_timeout_s)
         try:
-            return await asyncio.wrap_future(future)
-        except ApiError:
-            raise
-        except TimeoutError:
-            raise ApiError(
-                "image_decode_timeout",
-                f"decoding took longer than its {self.limits.decode_timeout_s:g} s budget",
-            ) from None
-        except ProcessExpired as exc:
-            log.warning("decoder worker died (exit code %s)", exc.exitcode)
-            raise ApiError("invalid_image", "the decoder failed on this image") from exc
-        except Exception as exc:
-            log.error("unexpected decoder failure", exc_info=exc)
-            raise ApiError("invalid_image", "the decoder failed on this image") from exc
+            return self._pool.schedule(
+                _measured, args=(function, *args), timeout=self.limits.decode_timeout_s
+            )
+        except RuntimeError as exc:  # the pool broke (or was closed) since it was looked at
+            raise BrokenProcessPool(str(exc)) from exc
 
     def warm_up(self) -> None:
         """Start every worker now (blocking) so the first requests do not wait for spawns."""
@@ -98,3 +218,7 @@ class Decoder:
     def _stop_pool(self) -> None:
         self._pool.stop()  # type: ignore[no-untyped-call]  # pebble leaves it unannotated
         self._pool.join(_JOIN_TIMEOUT_S)
+
+
+def _mib(cost: int) -> int:
+    return round(cost / (1024 * 1024))

@@ -10,9 +10,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+# ONNX Runtime's telemetry starts when the library is first imported: it writes a device id and a
+# queue of usage events (SQLite) under ~/.cache/Microsoft/DeveloperTools/.onnxruntime, to upload
+# them. Only this variable, set before that import, stops it there; the call below also stops the
+# events in a process that imported onnxruntime before us. Every session here and RapidOCR's own
+# (models.text) come from the onnxruntime imported through this module.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import onnxruntime as ort
 
 from dupify.config import InferenceSettings, available_cores
+
+ort.disable_telemetry_events()
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"

@@ -1,67 +1,46 @@
-"""Request rate limits (fixed windows) and monthly image quotas, in Redis or in this process.
+"""Request rate limits (fixed windows), throttles and monthly image quotas, in Redis or in this
+process.
 
-`Limiter.hit` is a generic throttle (per API key, per login identity, ...); `reserve_images` and
-`release_images` keep an account's monthly image count. Both are atomic: one Lua script per
-decision in Redis (never INCR then EXPIRE), one synchronous critical section (no `await` inside)
-in process. Every Redis key gets a TTL. When Redis is configured but down, decisions fall back to
-this process's counters (a warning is logged and /readyz says so) and Redis is used again, by
-itself, once it answers.
+`Limiter.hit` is a generic throttle (per API key, per login identity, ...), `take`/`give_back`
+one that admits only while the window has room (slots held while something is checked);
+`reserve_images` and `release_images` keep an account's monthly image count. Every decision is
+atomic: one Lua script in Redis (never INCR then EXPIRE), one synchronous step in process
+(`dupify.limits.counters`). Every Redis key gets a TTL. When Redis is configured but down,
+decisions fall back to this process's counters (a warning is logged and /readyz says so) and
+Redis is used again, by itself, once it answers.
 
-Quota counters are seeded, when missing, from the request log (`request_logs.images` this UTC
-month) plus this process's unflushed rows, so the quota counts exactly what `/v1/usage` and the
-portal show. After a Redis outage the Redis counters are dropped and re-seeded the same way.
+A quota counter is created, when missing, from a seed: the images of the request log this UTC
+month plus what the seeding process has not logged yet (see `dupify.limits.metering`). Each
+Redis counter carries a generation, a random name given when it is created: a restarted (or
+flushed) Redis creates the counter anew under another generation, and every process learns
+from it that its own reservations not yet logged are missing from the new counter and must be
+carried into it. After a Redis outage the counters are dropped and re-seeded the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
+from dupify.limits.counters import MemoryCounters
 from dupify.limits.kv import KvUnavailable, RedisKv, keyed_tag
+from dupify.limits.scripts import (
+    ADJUST_SCRIPT,
+    GIVE_BACK_SCRIPT,
+    HIT_SCRIPT,
+    RESERVE_SCRIPT,
+    TAKE_SCRIPT,
+)
 
 log = logging.getLogger("dupify.limits.ratelimit")
-
-# KEYS[1] counter; ARGV: amount, window in ms. INCRBY and the TTL in one atomic step; the TTL is
-# set whenever the key has none, so no counter can outlive its window.
-_HIT_SCRIPT = """
-local count = redis.call('INCRBY', KEYS[1], ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  ttl = tonumber(ARGV[2])
-end
-return {count, ttl}
-"""
-
-# KEYS[1] month counter; ARGV: images, limit, seed ('' = none yet), ttl in ms.
-# Returns {-1, 0}: the counter is missing and the caller must seed it; {0, used}: refused;
-# {1, used}: reserved. A seed is written only if the key is still missing (first seeder wins).
-_RESERVE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[3] == '' then return {-1, 0} end
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-end
-local used = tonumber(redis.call('GET', KEYS[1]))
-local images = tonumber(ARGV[1])
-if used + images > tonumber(ARGV[2]) then return {0, used} end
-used = redis.call('INCRBY', KEYS[1], images)
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-return {1, used}
-"""
-
-# KEYS[1] month counter; ARGV: images. Gives back a reservation, never below zero.
-_RELEASE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local used = redis.call('DECRBY', KEYS[1], ARGV[1])
-if used < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') used = 0 end
-return used
-"""
 
 API_KEY_BUCKET = "key"
 
@@ -95,10 +74,21 @@ class QuotaDecision:
     allowed: bool
     limit: int
     used: int  # after this reservation if allowed, else before it
+    # The Redis counter's generation; None when counted in this process (Redis down or absent).
+    generation: str | None = None
 
     @property
     def left(self) -> int:
         return max(0, self.limit - self.used)
+
+
+@dataclass
+class Seed:
+    """The images a missing quota counter starts from; `generation` is set by the limiter when
+    this seed created the Redis counter (it lost to another seeder's otherwise)."""
+
+    images: int
+    generation: str | None = None
 
 
 def month_of(now: datetime) -> tuple[datetime, datetime]:
@@ -106,83 +96,6 @@ def month_of(now: datetime) -> tuple[datetime, datetime]:
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=32)).replace(day=1)
     return start, end
-
-
-class MemoryCounters:
-    """Counters with expiry in this process; every method is synchronous, hence atomic."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._values: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
-        self._operations = 0
-
-    def _live(self, key: str, now: float) -> int | None:
-        entry = self._values.get(key)
-        if entry is None:
-            return None
-        if entry[1] <= now:
-            del self._values[key]
-            return None
-        return entry[0]
-
-    def _tick(self, now: float) -> None:
-        # Drop expired counters now and then, so keys seen once do not accumulate.
-        self._operations += 1
-        if self._operations % 1024 == 0:
-            self.purge_expired(now)
-
-    def hit(self, key: str, amount: int, window_s: float) -> tuple[int, float]:
-        """Add `amount`; the count and the seconds left in the window."""
-        now = self._clock()
-        self._tick(now)
-        current = self._live(key, now)
-        if current is None:
-            count, expires = amount, now + window_s
-        else:
-            count, expires = current + amount, self._values[key][1]
-        self._values[key] = (count, expires)
-        return count, expires - now
-
-    def reserve(
-        self, key: str, images: int, limit: int, seed: int | None, ttl_s: float
-    ) -> tuple[int, int]:
-        """Same contract as the Redis script: (-1, 0) needs a seed, (0, used), (1, used)."""
-        now = self._clock()
-        self._tick(now)
-        used = self._live(key, now)
-        if used is None:
-            if seed is None:
-                return -1, 0
-            used = seed
-            self._values[key] = (seed, now + ttl_s)
-        if used + images > limit:
-            return 0, used
-        self._values[key] = (used + images, self._values[key][1])
-        return 1, used + images
-
-    def release(self, key: str, images: int) -> None:
-        now = self._clock()
-        used = self._live(key, now)
-        if used is not None:
-            self._values[key] = (max(0, used - images), self._values[key][1])
-
-    def delete(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._values.pop(key, None)
-
-    def delete_prefix(self, prefix: str) -> int:
-        doomed = [key for key in self._values if key.startswith(prefix)]
-        self.delete(doomed)
-        return len(doomed)
-
-    def purge_expired(self, now: float | None = None) -> int:
-        moment = self._clock() if now is None else now
-        expired = [key for key, (_, expires) in self._values.items() if expires <= moment]
-        self.delete(expired)
-        return len(expired)
-
-    def __len__(self) -> int:
-        return len(self._values)
 
 
 class Limiter:
@@ -198,10 +111,13 @@ class Limiter:
         self._secret = secret
         self._kv = kv
         self.memory = MemoryCounters(clock)
-        self._hit_script = kv.client.register_script(_HIT_SCRIPT) if kv else None
-        self._reserve_script = kv.client.register_script(_RESERVE_SCRIPT) if kv else None
-        self._release_script = kv.client.register_script(_RELEASE_SCRIPT) if kv else None
         if kv is not None:
+            register = kv.client.register_script
+            self._hit_script = register(HIT_SCRIPT)
+            self._take_script = register(TAKE_SCRIPT)
+            self._give_back_script = register(GIVE_BACK_SCRIPT)
+            self._reserve_script = register(RESERVE_SCRIPT)
+            self._adjust_script = register(ADJUST_SCRIPT)
             kv.on_recovery(self._after_outage)
 
     @property
@@ -226,6 +142,18 @@ class Limiter:
         assert self._kv is not None
         return f"{self._kv.prefix}:{name}"
 
+    async def _script(self, script: Callable[..., object], name: str, *args: object) -> list[int]:
+        """Run one of the registered scripts on `name`'s Redis key; raises KvUnavailable."""
+        assert self._kv is not None
+
+        async def run(client: Redis) -> list[int]:
+            result: list[int] = await script(  # type: ignore[misc]
+                keys=[self._redis_key(name)], args=list(args), client=client
+            )
+            return result
+
+        return await self._kv.call(run)
+
     # Rate limits -------------------------------------------------------------------------
 
     async def hit(
@@ -237,32 +165,40 @@ class Limiter:
         exactly min(N, L) are allowed. `identity` is stored only as a keyed hash.
         """
         name = self._rate_name(bucket, identity)
-        window_ms = window_s * 1000
-        count: int
-        ttl_s: float
-        if self._kv is not None and self._hit_script is not None:
-            script = self._hit_script
-            try:
-
-                async def run(client: Redis) -> list[int]:
-                    result: list[int] = await script(
-                        keys=[self._redis_key(name)], args=[cost, window_ms], client=client
-                    )
-                    return result
-
-                raw_count, raw_ttl = await self._kv.call(run)
-                count, ttl_s = int(raw_count), int(raw_ttl) / 1000
-            except KvUnavailable:
-                count, ttl_s = self.memory.hit(name, cost, window_s)
-        else:
+        try:
+            if self._kv is None:
+                raise KvUnavailable("no redis configured")
+            raw_count, raw_ttl = await self._script(self._hit_script, name, cost, window_s * 1000)
+            count, ttl_s = int(raw_count), int(raw_ttl) / 1000
+        except KvUnavailable:
             count, ttl_s = self.memory.hit(name, cost, window_s)
-        return Decision(
-            allowed=count <= limit,
-            limit=limit,
-            remaining=max(0, limit - count),
-            reset_after_s=max(1, math.ceil(ttl_s)),
-            window_s=window_s,
-        )
+        return _decision(count <= limit, count, ttl_s, limit, window_s)
+
+    async def take(self, bucket: str, identity: str, limit: int, window_s: int) -> Decision:
+        """Take one of `limit` slots in `identity`'s window, only while one is free: of N
+        concurrent takes, on any number of processes sharing Redis, exactly min(N, free) are
+        allowed, and a refusal adds nothing. `give_back` returns a slot."""
+        name = self._rate_name(bucket, identity)
+        try:
+            if self._kv is None:
+                raise KvUnavailable("no redis configured")
+            taken, count, ttl_ms = await self._script(
+                self._take_script, name, limit, window_s * 1000
+            )
+            allowed, ttl_s = bool(taken), max(0, int(ttl_ms)) / 1000
+        except KvUnavailable:
+            allowed, count, ttl_s = self.memory.take(name, limit, window_s)
+        return _decision(allowed, int(count), ttl_s, limit, window_s)
+
+    async def give_back(self, bucket: str, identity: str) -> None:
+        """Return a slot from `take` (one that turned out not to count)."""
+        name = self._rate_name(bucket, identity)
+        try:
+            if self._kv is None:
+                raise KvUnavailable("no redis configured")
+            await self._script(self._give_back_script, name)
+        except KvUnavailable:
+            self.memory.release(name, 1)
 
     async def forget(self, bucket: str, identity: str) -> None:
         """Remove one identity's counter in `bucket` (e.g. after a successful login).
@@ -296,63 +232,96 @@ class Limiter:
         account_id: str,
         images: int,
         limit: int,
-        seed: Callable[[], Awaitable[int]],
+        seed: Callable[[], AbstractAsyncContextManager[Seed]],
         now: datetime,
     ) -> QuotaDecision:
         """Reserve `images` of this month's quota, or refuse if that would exceed `limit`.
 
-        `seed()` returns the images already recorded this month; it is called only when the
-        counter is missing (first use this month, after a restart of the embedded backend, or
-        after a Redis outage), so the hot path makes no database query.
+        `seed()` gives the images already used this month, and is held open while the counter
+        is created from it; it is entered only when the counter is missing (first use this
+        month, after a restart of the embedded backend or of Redis, or after a Redis outage),
+        so the hot path makes no database query.
         """
         month_start, month_end = month_of(now)
         name = self._quota_name(account_id, month_start)
-        ttl_s = (month_end - now).total_seconds() + 86_400
-        status, used = await self._reserve(name, images, limit, None, ttl_s)
+        ttl_ms = math.ceil(((month_end - now).total_seconds() + 86_400) * 1000)
+        status, used, generation = await self._reserve(name, images, limit, None, ttl_ms, "")
         if status == -1:
-            status, used = await self._reserve(name, images, limit, await seed(), ttl_s)
-        return QuotaDecision(allowed=status == 1, limit=limit, used=used)
+            async with seed() as found:
+                fresh = secrets.token_hex(8)
+                status, used, generation = await self._reserve(
+                    name, images, limit, found.images, ttl_ms, fresh
+                )
+                if generation == fresh:
+                    found.generation = fresh
+        return QuotaDecision(allowed=status == 1, limit=limit, used=used, generation=generation)
 
     async def _reserve(
-        self, name: str, images: int, limit: int, seed: int | None, ttl_s: float
-    ) -> tuple[int, int]:
-        if self._kv is not None and self._reserve_script is not None:
-            script = self._reserve_script
-
-            async def run(client: Redis) -> list[int]:
-                args = [images, limit, "" if seed is None else seed, math.ceil(ttl_s * 1000)]
-                result: list[int] = await script(
-                    keys=[self._redis_key(name)], args=args, client=client
-                )
-                return result
-
+        self, name: str, images: int, limit: int, seed: int | None, ttl_ms: int, fresh: str
+    ) -> tuple[int, int, str | None]:
+        if self._kv is not None:
+            args = (images, limit, "" if seed is None else seed, ttl_ms, fresh)
             try:
-                status, used = await self._kv.call(run)
-                return int(status), int(used)
+                status, used, generation = await self._script(self._reserve_script, name, *args)
+                return int(status), int(used), _text(generation)
             except KvUnavailable:
                 pass
-        return self.memory.reserve(name, images, limit, seed, ttl_s)
+        status, used = self.memory.reserve(name, images, limit, seed, ttl_ms / 1000)
+        return status, used, None
 
-    async def release_images(self, account_id: str, images: int, now: datetime) -> None:
-        """Give back a reservation whose request failed (its log row records no images)."""
+    async def release_images(
+        self, account_id: str, images: int, now: datetime, generation: str | None
+    ) -> None:
+        """Give back reserved images (their request failed, or was billed less): from the Redis
+        counter of `generation` only, else from this process's counter."""
         if images <= 0:
             return
         name = self._quota_name(account_id, month_of(now)[0])
-        if self._kv is not None and self._release_script is not None:
-            script = self._release_script
-
-            async def run(client: Redis) -> int:
-                result: int = await script(
-                    keys=[self._redis_key(name)], args=[images], client=client
-                )
-                return result
-
+        if self._kv is not None and generation is not None:
             try:
-                await self._kv.call(run)
+                await self._script(self._adjust_script, name, -images, generation)
                 return
             except KvUnavailable:
                 pass
         self.memory.release(name, images)
+
+    async def carry_images(
+        self, account_id: str, images: int, now: datetime, generation: str
+    ) -> None:
+        """Add reservations made before the Redis counter of `generation` was created, which
+        its seed could not count (they were neither logged nor this process's seed)."""
+        if images <= 0 or self._kv is None:
+            return
+        name = self._quota_name(account_id, month_of(now)[0])
+        try:
+            await self._script(self._adjust_script, name, images, generation)
+        except KvUnavailable:
+            # Redis is down for this process: when it is back, the counters are dropped and
+            # re-seeded (`_after_outage`), and these reservations are counted then.
+            log.info("redis down: carrying reservations into a quota counter is left to re-seed")
+
+    async def quota_generations(
+        self, account_ids: Iterable[str], now: datetime
+    ) -> dict[str, str | None]:
+        """The generation of each account's Redis counter this month (None: missing); {} when
+        Redis is absent or down."""
+        if self._kv is None:
+            return {}
+        accounts = list(account_ids)
+        month_start = month_of(now)[0]
+        keys = [self._redis_key(self._quota_name(account, month_start)) for account in accounts]
+
+        async def run(client: Redis) -> list[object]:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, "generation")
+                return list(await pipe.execute())
+
+        try:
+            found = await self._kv.call(run)
+        except KvUnavailable:
+            return {}
+        return {account: _text(value) for account, value in zip(accounts, found, strict=True)}
 
     async def forget_account(self, account_id: str, key_ids: Iterable[str] = ()) -> None:
         """Remove the account's quota counters and its keys' rate counters, here and in Redis.
@@ -368,9 +337,26 @@ class Limiter:
 
     async def _after_outage(self) -> None:
         # Each process counted on its own during the outage, so the Redis counters are stale:
-        # drop them (they are re-seeded from the request log on next use), and drop this
-        # process's fallback quota counters so the next outage re-seeds them too.
+        # drop them (they are re-seeded on next use), and drop this process's fallback quota
+        # counters so the next outage re-seeds them too.
         self.memory.delete_prefix("quota:")
         if self._kv is not None:
             removed = await self._kv.scan_delete(self._redis_key("quota:*"))
             log.info("re-seeding monthly quota counters after a redis outage (%d dropped)", removed)
+
+
+def _decision(allowed: bool, count: int, ttl_s: float, limit: int, window_s: int) -> Decision:
+    return Decision(
+        allowed=allowed,
+        limit=limit,
+        remaining=max(0, limit - count),
+        reset_after_s=max(1, math.ceil(ttl_s)),
+        window_s=window_s,
+    )
+
+
+def _text(value: object) -> str | None:
+    """A Redis reply as text: bytes decoded; None, '' or a missing field as None."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    return str(value) if value else None

@@ -1,5 +1,10 @@
 """The outbox sender: claim due rows (safe across processes), hand them to the transport, record
-each outcome and retry with back-off; `MailSender` runs that loop in the server."""
+each outcome and retry with back-off; `MailSender` runs that loop in the server.
+
+A one-time link's token is put into its message only here, in memory, as the message goes to
+the transport, and the seed it is made from is wiped once the message is sent or has failed for
+good (`dupify.mail.links`): after that the database holds no way to the link.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.accounts.models import Account
 from dupify.config import MailSettings, Settings
 from dupify.db import transaction, utcnow
+from dupify.keys.secret import server_secret
+from dupify.mail.links import render
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import add_wake_listener
 from dupify.mail.transports import (
@@ -29,6 +36,12 @@ from dupify.mail.transports import (
 )
 
 log = logging.getLogger("dupify.mail")
+# A message whose one-time link was wiped (`outbox retry` of one that failed for good).
+LINK_GONE = Outcome(
+    Result.failed, "its one-time link is no longer kept: the account holder asks for a new one"
+)
+# What a sent or given-up message keeps of its link: '' if it had one (see OutboxMessage).
+_WIPED_SEED = case((OutboxMessage.link_seed.is_not(None), ""))
 
 
 def retry_delay(attempt: int, settings: MailSettings) -> timedelta:
@@ -59,6 +72,7 @@ def claim_due(
         .values(
             state="failed",
             last_error=f"no outcome recorded after {settings.max_attempts} claimed attempts",
+            link_seed=_WIPED_SEED,
         )
         .execution_options(synchronize_session=False)
     )
@@ -83,6 +97,7 @@ def claim_due(
             OutboxMessage.subject,
             OutboxMessage.body,
             OutboxMessage.attempts,
+            OutboxMessage.link_seed,
         )
         .execution_options(synchronize_session=False)
     )
@@ -138,12 +153,25 @@ def record_outcomes(
                 }
             else:
                 values = {"state": "failed", "last_error": (outcome.error or "")[:ERROR_MAX]}
+            if values.get("state") and message.link_seed is not None:
+                values["link_seed"] = ""
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message.id)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+
+
+def with_links(messages: Sequence[ClaimedMessage], secret: bytes) -> list[ClaimedMessage]:
+    """The sendable messages as sent: each one-time link's token made from its seed."""
+    return [
+        replace(message, body=render(message.body, message.link_seed, secret))
+        if message.link_seed
+        else message
+        for message in messages
+        if message.link_seed != ""
+    ]
 
 
 def next_due_at(sessions: sessionmaker[Session]) -> datetime | None:
@@ -186,6 +214,7 @@ class MailSender:
         self.sessions = sessions
         self.settings = settings.mail
         self.transport = transport or transport_for(settings)
+        self._secret = server_secret(settings)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -198,8 +227,12 @@ class MailSender:
         claimed = await asyncio.to_thread(claim_due, self.sessions, self.settings, now)
         if not claimed:
             return DeliveryReport()
-        outcomes = await self.transport.send(claimed)
-        pairs = list(zip(claimed, outcomes, strict=True))
+        sendable = with_links(claimed, self._secret)
+        outcomes = iter(await self.transport.send(sendable) if sendable else [])
+        pairs = [
+            (message, LINK_GONE if message.link_seed == "" else next(outcomes))
+            for message in claimed
+        ]
         await asyncio.to_thread(record_outcomes, self.sessions, self.settings, pairs, utcnow())
         retrying = sum(
             1

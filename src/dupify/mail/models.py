@@ -23,6 +23,10 @@ class OutboxMessage(Base):
     to_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
+    # A message with a one-time link holds, in place of the link's token, the seed it is made
+    # from with the server secret (`dupify.mail.links`), until it is sent or fails for good;
+    # then '' (the link can never be sent again). None: a message without such a link.
+    link_seed: Mapped[str | None] = mapped_column(String(64), default=None)
     state: Mapped[str] = mapped_column(
         String(20), default="pending", index=True
     )  # pending|sent|failed

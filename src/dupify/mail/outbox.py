@@ -29,8 +29,10 @@ def enqueue(
     subject: str,
     body: str,
     account_id: str | None = None,
+    link_seed: str | None = None,
 ) -> OutboxMessage:
     """Add a pending message in the caller's transaction; it is sent only if that commits.
+    A one-time link in `body` ends in `dupify.mail.links.TOKEN_SLOT`, with its `link_seed`.
 
     After the commit, running senders in this process are woken at once (others find the row at
     their next poll), so a verification email leaves within moments of the sign-up.
@@ -48,6 +50,7 @@ def enqueue(
         to_address=to_address.strip(),
         subject=subject.strip(),
         body=body,
+        link_seed=link_seed,
     )
     session.add(message)
     after_commit(session, wake_senders)

@@ -69,8 +69,9 @@ class ClaimedMessage:
     kind: str
     to_address: str
     subject: str
-    body: str
+    body: str  # as sent: a one-time link's token is in it (`dupify.mail.links.render`)
     attempts: int  # including this one
+    link_seed: str | None = None  # as stored (see `OutboxMessage.link_seed`)
 
 
 class Result(StrEnum):
@@ -97,8 +98,8 @@ class LogTransport:
 
     Only the message id, kind, subject and the links are logged: never the recipient or the
     rest of the body (which greets the account holder by name), because log lines cannot be
-    taken back when an account is deleted. The full message stays in the outbox table, which
-    deletion does clear.
+    taken back when an account is deleted. The message stays in the outbox table, which
+    deletion does clear, without its one-time link's token (`dupify.mail.links`).
     """
 
     name = "log"

@@ -26,7 +26,7 @@ from dupify.inference.registry import FINGERPRINT_ROLE, ModelRegistry
 from dupify.inference.session import SessionPolicy
 from dupify.pipeline import post
 from dupify.pipeline.features import DETAIL_WORKING_SIDE, AnalysisOptions, models_for
-from dupify.pipeline.pre import PIXEL_MEASURES, Inspection, inspect_image
+from dupify.pipeline.pre import PIXEL_MEASURES, Inspection, inspect_image, inspection_cost
 
 T = TypeVar("T")
 # Pixel measures alone work on a modest image (hashes resize to 32 px anyway).
@@ -89,6 +89,10 @@ class Pipeline:
     share one pass). post: dupify.pipeline.post. An image that fails stays that image's
     outcome; with `params`, the first failure (request order) fails the whole call before any
     model runs (see `every_or_first_error`).
+
+    Every call names the `account` the work is for: the decoder's fair queue and budgets are
+    per account (`Decoder.admit`). `None` is the operator's own work (the local tools, the
+    warm-up), which is queued like any account's but never refused for its cost.
     """
 
     def __init__(
@@ -108,23 +112,29 @@ class Pipeline:
     # --- what callers run -------------------------------------------------------------------
 
     async def embed(
-        self, images: Sequence[bytes], model_id: str, params: Sequence[str] | None = None
+        self,
+        images: Sequence[bytes],
+        model_id: str,
+        params: Sequence[str] | None = None,
+        *,
+        account: str | None,
     ) -> list[FloatArray | ApiError]:
         """Each image's full unit vector from `model_id`, or its error, in order."""
-        processed = await self.run(images, Plan(models=(model_id,)), params)
+        processed = await self.run(images, Plan(models=(model_id,)), params, account=account)
         return [
             item if isinstance(item, ApiError) else item.rows[model_id][EMBEDDING]
             for item in processed
         ]
 
     async def embed_all(
-        self, images: Sequence[bytes], params: Sequence[str], model_id: str
+        self, images: Sequence[bytes], params: Sequence[str], model_id: str, *, account: str | None
     ) -> list[FloatArray]:
         """Every image's vector; the first bad image fails the request."""
-        return every_or_first_error(await self.embed(images, model_id, params), params)
+        vectors = await self.embed(images, model_id, params, account=account)
+        return every_or_first_error(vectors, params)
 
     async def fingerprints(
-        self, images: Sequence[bytes], params: Sequence[str] | None = None
+        self, images: Sequence[bytes], params: Sequence[str] | None = None, *, account: str | None
     ) -> list[Fingerprint | ApiError]:
         """What compare and duplicates need of each image (hashes and the fingerprint model's
         embedding), or its error, in order."""
@@ -134,17 +144,18 @@ class Pipeline:
             item
             if isinstance(item, ApiError)
             else post.fingerprint(item.inspection, item.rows[model_id][EMBEDDING])
-            for item in await self.run(images, plan, params)
+            for item in await self.run(images, plan, params, account=account)
         ]
 
     async def fingerprints_all(
-        self, images: Sequence[bytes], params: Sequence[str]
+        self, images: Sequence[bytes], params: Sequence[str], *, account: str | None
     ) -> list[Fingerprint]:
         """Every image's fingerprint; the first bad image fails the request."""
-        return every_or_first_error(await self.fingerprints(images, params), params)
+        fingerprints = await self.fingerprints(images, params, account=account)
+        return every_or_first_error(fingerprints, params)
 
     async def analyze(
-        self, images: Sequence[bytes], options: AnalysisOptions
+        self, images: Sequence[bytes], options: AnalysisOptions, *, account: str | None
     ) -> list[dict[str, Any] | ApiError]:
         """One result dict (API section 4) or one ApiError per image, in order."""
         features = options.features
@@ -154,7 +165,7 @@ class Pipeline:
             max_colors=options.max_colors,
             detail=bool(features & {"text", "faces"}),
         )
-        inspections = await self.pre(images, plan)
+        inspections = await self.pre(images, plan, account=account)
         processed, texts, faces = await asyncio.gather(
             self.core(images, inspections, plan),
             self._per_image(self.text_reader, "read", inspections, "text" in features),
@@ -170,36 +181,55 @@ class Pipeline:
     async def warm_up(self) -> None:
         """One real image through every model, decode included (first-run allocations; /readyz)."""
         for model in self.registry.models:
-            [vector] = await self.embed_all([_warm_up_png()], ["warm_up"], model.id)
+            [vector] = await self.embed_all([_warm_up_png()], ["warm_up"], model.id, account=None)
             if vector.shape != (model.dimensions,) or not np.isfinite(vector).all():
                 raise RuntimeError(f"warm-up of {model.id} gave a bad embedding {vector.shape}")
 
     # --- the stages -------------------------------------------------------------------------
 
     async def run(
-        self, images: Sequence[bytes], plan: Plan, params: Sequence[str] | None = None
+        self,
+        images: Sequence[bytes],
+        plan: Plan,
+        params: Sequence[str] | None = None,
+        *,
+        account: str | None,
     ) -> list[Processed | ApiError]:
         """pre, then core."""
-        return await self.core(images, await self.pre(images, plan, params), plan, params)
+        inspections = await self.pre(images, plan, params, account=account)
+        return await self.core(images, inspections, plan, params)
 
     async def pre(
-        self, images: Sequence[bytes], plan: Plan, params: Sequence[str] | None = None
+        self,
+        images: Sequence[bytes],
+        plan: Plan,
+        params: Sequence[str] | None = None,
+        *,
+        account: str | None,
     ) -> list[Inspection | ApiError]:
-        """Decode and measure every image in the worker pool; a failure stays with its image."""
+        """Decode and measure every image in the worker pool; an image's failure stays with
+        that image, but a failure of the decoder itself (503 `decoder_unavailable`) fails the
+        call. The call as a whole is first admitted on its decode cost, read from the headers
+        (422 `request_too_complex`, 429 `decode_budget_exceeded`: `Decoder.admit`)."""
         side = max((self.registry.get(m).working_side for m in plan.models), default=MEASURES_SIDE)
         detail_side = DETAIL_WORKING_SIDE if plan.detail else 0
+        limits = self.decoder.limits
+        costs = [inspection_cost(data, limits, side, detail_side) for data in images]
+        self.decoder.admit(account, costs)
         results = await asyncio.gather(
             *(
                 self.decoder.run(
                     inspect_image,
                     data,
-                    self.decoder.limits,
+                    limits,
                     side,
                     plan.measures,
                     plan.max_colors,
                     detail_side,
+                    account=account,
+                    cost=cost,
                 )
-                for data in images
+                for data, cost in zip(images, costs, strict=True)
             ),
             return_exceptions=True,
         )
@@ -207,6 +237,8 @@ class Pipeline:
         for result in results:
             if not isinstance(result, Inspection | ApiError):
                 raise result
+            if isinstance(result, ApiError) and result.status >= 500:
+                raise result  # the server failed, not the image: the whole call is to be retried
             inspections.append(result)
         if params is not None:
             every_or_first_error(inspections, params)

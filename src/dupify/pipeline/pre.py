@@ -9,6 +9,7 @@ from dupify.analysis.colors import dominant_colors
 from dupify.analysis.hashes import dhash, phash, sha256_hex
 from dupify.analysis.quality import measure_quality
 from dupify.config import ImageLimits
+from dupify.images.cost import decode_cost
 from dupify.images.decoding import DecodedImage, decode_image
 
 # The analysis features computed from pixels alone, in the worker that decoded them.
@@ -59,3 +60,14 @@ def inspect_image(
     if "quality" in measures:
         results["quality"] = measure_quality(image.pixels)
     return Inspection(image=image, measures=results, detail=detail)
+
+
+def inspection_cost(
+    data: bytes, limits: ImageLimits, working_side: int, detail_side: int = 0
+) -> int:
+    """What `inspect_image` with these sides costs to decode (dupify.images.cost), read from the
+    header: the second, larger decode for `detail_side` decodes the whole upload again."""
+    cost = decode_cost(data, limits, working_side)
+    if detail_side > working_side:
+        cost += decode_cost(data, limits, detail_side)
+    return cost

@@ -26,6 +26,7 @@ from dupify.api.deps import get_runtime
 from dupify.db import unit_of_work, utcnow
 from dupify.errors import ApiError
 from dupify.images.inputs import read_capped_body, read_request_body
+from dupify.mail.links import TOKEN_SLOT, SealedLink
 from dupify.portal import csrf
 from dupify.portal.headers import is_tls
 from dupify.portal.notices import NOTICES
@@ -112,12 +113,15 @@ class Visitor:
         base = self.runtime.settings.portal.public_url or str(self.request.base_url)
         return base.rstrip("/") + path
 
-    def one_time_link(self, account: Account, purpose: str, new_email: str | None = None) -> str:
+    def one_time_link(
+        self, account: Account, purpose: str, new_email: str | None = None
+    ) -> SealedLink:
         """A fresh emailed link of `purpose` (see `dupify.portal.tokens`) for the account, or for
-        moving it to `new_email`; the account's earlier links of that purpose stop working."""
+        moving it to `new_email`; the account's earlier links of that purpose stop working.
+        Sealed: its token exists only once the sender renders the message (dupify.mail.links)."""
         portal = self.runtime.settings.portal
         reset = purpose == "reset_password"
-        token = issue_token(
+        seed = issue_token(
             self.db,
             account_id=account.id,
             purpose=purpose,
@@ -126,7 +130,8 @@ class Visitor:
             now=utcnow(),
             new_email=new_email,
         )
-        return self.link(("/reset-password/" if reset else "/verify-email/") + token)
+        path = ("/reset-password/" if reset else "/verify-email/") + TOKEN_SLOT
+        return SealedLink(self.link(path), seed)
 
     def sign_in(self, account: Account) -> None:
         """Start a new session (rotated: any session this browser had ends) with a fresh CSRF."""
@@ -221,28 +226,37 @@ def _load_account(
 
 
 async def _read_form(request: Request, visitor: Visitor) -> None:
+    """The POSTed form, urlencoded or multipart, refused (400) unless all its text is storable."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "multipart/form-data":
             body = await read_request_body(request, visitor.runtime.settings.limits)
             visitor.form, visitor.files = body.fields, body.files
-            return
-        raw = await read_capped_body(request, MAX_FORM_BYTES)
+        else:
+            raw = await read_capped_body(request, MAX_FORM_BYTES)
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+            visitor.form = dict(pairs)
     except ApiError as exc:
         raise PortalRefusal(400, "The form could not be read", exc.message) from exc
-    try:
-        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PortalRefusal(400, "The form could not be read", "Malformed form data.") from exc
-    visitor.form = dict(pairs)
-    if _holds_nul(text for pair in visitor.form.items() for text in pair):
-        raise PortalRefusal(400, "The form could not be read", "The form holds a NUL character.")
+    problem = _unstorable(text for pair in visitor.form.items() for text in pair)
+    if problem is not None:
+        raise PortalRefusal(400, "The form could not be read", f"The form holds {problem}.")
 
 
-def _holds_nul(texts: Iterable[str]) -> bool:
-    """PostgreSQL text cannot hold NUL: refused once here, not a database error (500) in whichever
-    route stores or looks the value up first."""
-    return any("\x00" in text for text in texts)
+def _unstorable(texts: Iterable[str]) -> str | None:
+    """What in `texts` a database cannot store, if anything: PostgreSQL text holds no NUL, and
+    nothing that is not UTF-8 (a lone surrogate). Refused once here, for every way a form or an
+    address is sent, not a database error (500) in whichever route stores or looks it up first."""
+    for text in texts:
+        if "\x00" in text:
+            return "a NUL character"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a character that is not valid Unicode"
+    return None
 
 
 def _same_origin(request: Request) -> bool:
@@ -277,10 +291,11 @@ async def visitor(
 ) -> Visitor:
     runtime = get_runtime(request)
     query = request.query_params.multi_items()
-    if _holds_nul([request.scope.get("path", ""), *(text for pair in query for text in pair)]):
-        raise PortalRefusal(
-            400, "The address could not be read", "The address holds a NUL character."
-        )
+    problem = _unstorable(
+        [request.scope.get("path", ""), *(text for pair in query for text in pair)]
+    )
+    if problem is not None:
+        raise PortalRefusal(400, "The address could not be read", f"The address holds {problem}.")
     secure = is_tls(request.scope, runtime.settings.portal)
     names = cookie_names(secure)
     current = Visitor(request=request, runtime=runtime, db=db, secure=secure, cookies=names)

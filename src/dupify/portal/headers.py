@@ -1,7 +1,6 @@
 """Security headers on every portal response (pure ASGI, so bodies stream through untouched).
 
-The API, its OpenAPI document and /docs are left alone: they are not pages of ours, and Swagger UI
-loads its own assets.
+The API, its OpenAPI document and /docs get theirs from dupify.server.headers.
 """
 
 from __future__ import annotations
@@ -9,6 +8,8 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dupify.config import PortalSettings
+from dupify.server.headers import HSTS
+from dupify.server.headers import is_tls as is_tls  # portal.context reads it from here too
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -30,20 +31,7 @@ _BASE_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
 ]
-_HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 _NOT_PORTAL = ("/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
-
-
-def is_tls(scope: Scope, settings: PortalSettings) -> bool:
-    """Served over TLS: directly, or by a proxy whose X-Forwarded-Proto we were told to trust."""
-    if scope.get("scheme") == "https":
-        return True
-    if not settings.trust_forwarded_proto:
-        return False
-    for name, value in scope.get("headers", []):
-        if name == b"x-forwarded-proto":
-            return bool(value.split(b",")[0].strip().lower() == b"https")
-    return False
 
 
 class SecurityHeadersMiddleware:
@@ -58,7 +46,7 @@ class SecurityHeadersMiddleware:
             return
         extra = list(_BASE_HEADERS)
         if is_tls(scope, self.settings):
-            extra.append(_HSTS)
+            extra.append(HSTS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -5,13 +5,21 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from dupify.accounts.models import Account
+from dupify.mail.links import SealedLink
 from dupify.mail.outbox import enqueue
 
 
 def _send(
-    db: Session, account: Account, kind: str, subject: str, text: str, to_address: str = ""
+    db: Session,
+    account: Account,
+    kind: str,
+    subject: str,
+    text: str,
+    to_address: str = "",
+    link: SealedLink | None = None,
 ) -> None:
-    """One message to the account holder (or to `to_address`), greeting them by name."""
+    """One message to the account holder (or to `to_address`), greeting them by name; `link`,
+    if given, is in `text` as `link.url` (its token is put in only as the message is sent)."""
     enqueue(
         db,
         kind=kind,
@@ -19,18 +27,20 @@ def _send(
         account_id=account.id,
         subject=subject,
         body=f"Hello {account.name},\n\n{text}",
+        link_seed=link.seed if link else None,
     )
 
 
-def send_verification(db: Session, account: Account, link: str) -> None:
+def send_verification(db: Session, account: Account, link: SealedLink) -> None:
     _send(
         db,
         account,
         "verification",
         "Confirm your email address for Dupify",
         "Confirm your email address for your Dupify account by opening this link "
-        f"(it works once, for 24 hours):\n\n{link}\n\n"
+        f"(it works once, for 24 hours):\n\n{link.url}\n\n"
         "If you did not create an account, ignore this message.\n",
+        link=link,
     )
 
 
@@ -47,28 +57,30 @@ def send_signup_attempt_notice(db: Session, account: Account, login_link: str) -
     )
 
 
-def send_password_reset(db: Session, account: Account, link: str) -> None:
+def send_password_reset(db: Session, account: Account, link: SealedLink) -> None:
     _send(
         db,
         account,
         "password_reset",
         "Reset your Dupify password",
         "Choose a new password for your Dupify account with this link "
-        f"(it works once, for one hour):\n\n{link}\n\n"
+        f"(it works once, for one hour):\n\n{link.url}\n\n"
         "If you did not ask for this, ignore this message: your password is unchanged.\n",
+        link=link,
     )
 
 
-def send_email_change(db: Session, account: Account, new_email: str, link: str) -> None:
+def send_email_change(db: Session, account: Account, new_email: str, link: SealedLink) -> None:
     _send(
         db,
         account,
         "email_change",
         "Confirm your new email address for Dupify",
         "Open this link to make this address the one your Dupify account uses "
-        f"(it works once, for 24 hours):\n\n{link}\n\n"
+        f"(it works once, for 24 hours):\n\n{link.url}\n\n"
         "Until then, the account keeps its current address.\n",
         to_address=new_email,
+        link=link,
     )
     _send(
         db,

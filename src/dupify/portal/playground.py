@@ -54,7 +54,9 @@ async def analyse_uploads(
         options = AnalysisOptions(
             features=DEFAULT_FEATURES, embedding_model=runtime.registry.roles[EMBEDDING_ROLE]
         )
-        outcomes = await runtime.pipeline.analyze([data for _, data in uploads], options)
+        outcomes = await runtime.pipeline.analyze(
+            [data for _, data in uploads], options, account=account.id
+        )
         images = [
             ImageOutcome(name, None, outcome.message)
             if isinstance(outcome, ApiError)
@@ -65,7 +67,7 @@ async def analyse_uploads(
         analysed = sum(1 for image in images if image.result is not None)
         if wants_comparison and analysed == 2:
             first, second = await runtime.pipeline.fingerprints_all(
-                [data for _, data in uploads], ["a", "b"]
+                [data for _, data in uploads], ["a", "b"], account=account.id
             )
             comparison = compare(first, second, DEFAULT_THRESHOLDS)
         await runtime.meter.settle(ctx, analysed + (2 if comparison is not None else 0))

@@ -1,16 +1,21 @@
-"""One-time emailed links (verify email, reset password, confirm a new email), stored hashed."""
+"""One-time emailed links (verify email, reset password, confirm a new email), stored hashed.
+
+A link's token is made from a seed (`dupify.mail.links`): the outbox keeps the seed until the
+message is sent, this table an HMAC of the token; neither gives a working link without the
+server secret.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dupify.accounts.models import OneTimeToken
+from dupify.mail.links import new_seed, token_from_seed
 
 PURPOSES = ("verify_email", "reset_password", "change_email")
 
@@ -29,14 +34,15 @@ def issue_token(
     now: datetime,
     new_email: str | None = None,
 ) -> str:
-    """A fresh link token; earlier unused tokens of the same purpose stop working."""
+    """The seed of a fresh link token (`dupify.mail.links.token_from_seed` makes the token);
+    earlier unused tokens of the same purpose stop working."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
     revoke_tokens(db, account_id, (purpose,))
-    raw = secrets.token_urlsafe(32)
+    seed = new_seed()
     db.add(
         OneTimeToken(
-            token_hash=token_hash(raw, secret),
+            token_hash=token_hash(token_from_seed(seed, secret), secret),
             account_id=account_id,
             purpose=purpose,
             new_email=new_email,
@@ -45,7 +51,7 @@ def issue_token(
         )
     )
     db.flush()
-    return raw
+    return seed
 
 
 def revoke_tokens(db: Session, account_id: str, purposes: tuple[str, ...]) -> None:

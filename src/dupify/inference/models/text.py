@@ -83,7 +83,8 @@ class TextReader:
 
     RapidOCR opens its three sessions itself (it takes no session objects), so the policy is
     handed over as the settings it does take: the thread count, one inter-op thread as in
-    `OrtSession`, and CUDA for each network when the policy's device asks for it.
+    `OrtSession`, and CUDA for each network when the policy's device asks for it. Its sessions
+    come from the onnxruntime that dupify.inference.session imported, telemetry off.
     """
 
     def __init__(self, policy: SessionPolicy) -> None:
