@@ -24,7 +24,7 @@ from PIL import Image
 from dupify.config import ImageLimits
 from dupify.images.cost import worst_cost
 from dupify.images.workers import Decoder
-from support.samples import deep_png, photo_jpeg
+from support.samples import deep_png, noise_png, photo_jpeg
 
 # The slow image takes ~0.25 s to decode even with JPEG draft scaling; a small photo ~5 ms.
 TIGHT = ImageLimits(decode_timeout_s=0.06)
@@ -251,12 +251,15 @@ async def test_the_fair_queue_serves_another_account_beside_a_backlog_of_slow_pn
 async def test_an_account_past_its_decode_time_gets_429_with_retry_after(
     api_factory: Callable[..., Any],
 ) -> None:
+    # A millisecond a minute: the first image (an incompressible 1000 px PNG, some 10 ms of
+    # decoding) spends it and more.
     stingy = ImageLimits(account_decode_cpu_s_per_minute=0.001)
     decoder = Decoder(stingy, workers=1)
     try:
         async with api_factory(limits=stingy, decoder=decoder) as api:
             spender, other = api.new_key(), api.new_key()
-            first = await embed(api, spender, [base64.b64encode(photo("rocket")).decode()])
+            large = base64.b64encode(noise_png(1000, 1000)).decode()
+            first = await embed(api, spender, [large])
             again = await embed(api, spender, [base64.b64encode(photo("coffee")).decode()])
             bystander = await embed(api, other, [base64.b64encode(photo("coffee")).decode()])
     finally:

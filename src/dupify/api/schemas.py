@@ -137,9 +137,12 @@ IMAGE_ERRORS = (
     "image_too_large",
     "too_many_frames",
     "image_decode_timeout",
+    "request_too_complex",
     "too_many_images",
     "invalid_request",
+    "decode_budget_exceeded",
     "overloaded",
+    "decoder_unavailable",
     "internal_error",
 )
 

@@ -11,11 +11,12 @@ import functools
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -33,6 +34,10 @@ _WARM_UP_TIMEOUT_S = 60.0
 _JOIN_TIMEOUT_S = 10.0
 # A replacement worker is up well within a second.
 _RETRY_AFTER_S = 1
+# How long a worker's death is left to settle before its task is retried, and how often a
+# waiting task checks that its pool has not broken (pebble polls its workers every 0.1 s).
+_SETTLE_S = 0.3
+_POOL_CHECK_S = 0.5
 # The fair queue's line for work done for no account: the local tools and the warm-up.
 _OPERATOR = ""
 # How a worker ends when told to stop rather than failing on its upload: pebble's SIGTERM
@@ -163,10 +168,7 @@ class Decoder:
         started = time.monotonic()
         for attempt in (1, 2):
             try:
-                measured: tuple[T | ApiError, float] = await asyncio.wrap_future(
-                    self._schedule(function, args)
-                )
-                return measured
+                return await self._in_worker(function, args)
             except TimeoutError:
                 timeout = self.limits.decode_timeout_s
                 error = ApiError(
@@ -177,6 +179,11 @@ class Decoder:
                 exit_code = exc.exitcode if isinstance(exc, ProcessExpired) else None
                 stopped_from_outside |= exit_code is None or exit_code in _STOPPED
                 log.warning("decoder worker died (exit code %s, attempt %d)", exit_code, attempt)
+                if attempt == 1:
+                    # Let pebble see every worker that died with this one (a process group's
+                    # SIGTERM stops them all) and give up the pool if they all did, so that
+                    # the retry goes to a working pool.
+                    await asyncio.sleep(_SETTLE_S)
             except Exception as exc:
                 log.error("unexpected decoder failure", exc_info=exc)
                 error = ApiError("invalid_image", "the decoder failed on this image")
@@ -191,19 +198,39 @@ class Decoder:
             error = ApiError("invalid_image", "the decoder failed on this image, twice")
         return error, time.monotonic() - started
 
-    def _schedule(self, function: Callable[..., T], args: tuple[object, ...]) -> Future[Any]:
+    async def _in_worker(
+        self, function: Callable[..., T], args: tuple[object, ...]
+    ) -> tuple[T | ApiError, float]:
+        """`_measured(function, *args)` in a worker of a working pool. Raises BrokenProcessPool
+        if the pool breaks with the task in it: pebble then drops tasks that it had not yet
+        handed to a worker, whose futures would never be resolved."""
         if not self._closed and not self._pool.active:
             # pebble gives up on the whole pool when a worker dies while no task is running
             # (e.g. the OOM killer picks an idle one); a fresh pool is the only way back.
             log.error("decoder pool broken; starting a new one")
-            self._stop_pool()
-            self._pool = self._new_pool()
+            self._replace_pool()
+        pool = self._pool
         try:
-            return self._pool.schedule(
+            future = pool.schedule(
                 _measured, args=(function, *args), timeout=self.limits.decode_timeout_s
             )
         except RuntimeError as exc:  # the pool broke (or was closed) since it was looked at
             raise BrokenProcessPool(str(exc)) from exc
+        outcome = asyncio.wrap_future(future)
+        try:
+            while not (await asyncio.wait({outcome}, timeout=_POOL_CHECK_S))[0]:
+                if not pool.active:
+                    raise BrokenProcessPool("the decoder pool broke with this task in it")
+            measured: tuple[T | ApiError, float] = outcome.result()
+            return measured
+        finally:
+            outcome.cancel()  # no-op when done; else pebble stops the task (and its worker)
+
+    def _replace_pool(self) -> None:
+        broken, self._pool = self._pool, self._new_pool()
+        # Off the event loop: a broken pool's threads may be stuck writing a task into a pipe
+        # that no worker reads until the pool closes it.
+        threading.Thread(target=_stop, args=(broken,), daemon=True).start()
 
     def warm_up(self) -> None:
         """Start every worker now (blocking) so the first requests do not wait for spawns."""
@@ -213,11 +240,12 @@ class Decoder:
     def close(self) -> None:
         """Stop the workers, abandoning any decode still running."""
         self._closed = True
-        self._stop_pool()
+        _stop(self._pool)
 
-    def _stop_pool(self) -> None:
-        self._pool.stop()  # type: ignore[no-untyped-call]  # pebble leaves it unannotated
-        self._pool.join(_JOIN_TIMEOUT_S)
+
+def _stop(pool: ProcessPool) -> None:
+    pool.stop()  # type: ignore[no-untyped-call]  # pebble leaves it unannotated
+    pool.join(_JOIN_TIMEOUT_S)
 
 
 def _mib(cost: int) -> int:

@@ -30,6 +30,7 @@ DECODE_FAILURES = frozenset(
         "image_too_large",
         "too_many_frames",
         "image_decode_timeout",
+        "request_too_complex",
         "unsupported_media_type",
     }
 )
