@@ -88,7 +88,7 @@ async def pipeline(image_pipeline: Pipeline, image: bytes, total: int, concurren
 
     async def one() -> None:
         async with semaphore:
-            await image_pipeline.embed_all([image], ["input"], MODEL)
+            await image_pipeline.embed_all([image], ["input"], MODEL, account=None)
 
     await asyncio.gather(*(one() for _ in range(total)))
     return total

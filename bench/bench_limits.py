@@ -13,8 +13,8 @@ import asyncio
 import secrets
 import statistics
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -25,6 +25,7 @@ from rich.table import Table
 from dupify.config import Settings
 from dupify.limits.backends import open_backends
 from dupify.limits.cache import cache_key
+from dupify.limits.ratelimit import Seed
 
 SECRET = secrets.token_bytes(32)
 
@@ -42,8 +43,9 @@ async def measure(settings: Settings, calls: int) -> dict[str, float]:
     vector = np.random.default_rng(0).standard_normal(1024).astype("<f4").tobytes()
     now = datetime.now(UTC)
 
-    async def no_history() -> int:
-        return 0
+    @asynccontextmanager
+    async def no_history() -> AsyncIterator[Seed]:
+        yield Seed(images=0)
 
     async with AsyncExitStack() as stack:
         limiter, cache = await open_backends(settings, SECRET, stack)
