@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import random
-import secrets
 import signal
 import threading
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import redis
 from sqlalchemy import func, select
@@ -31,10 +29,9 @@ from dupify.db import create_db_engine, session_factory, transaction, utcnow
 from dupify.keys.service import create_key
 from dupify.limits.kv import keyed_tag
 from dupify.limits.ratelimit import month_of
-from dupify.schema.migrate import upgrade
 from dupify.usage.models import RequestLog
 from support.contract import documented_statuses, openapi_document
-from support.fixtures import POSTGRES_ADMIN_URL
+from support.fixtures import migrated_postgres_database
 from support.kv import RedisServer
 from support.samples import noise_png
 from support.servers import Server, clean_env, start_server, stop_server
@@ -149,16 +146,8 @@ class Traffic:
 @pytest.fixture
 def load_database() -> Iterator[str]:
     """A PostgreSQL database of this test's own, migrated, dropped at the end."""
-    name = f"dupify_load_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_postgres_database("dupify_load") as url:
+        yield url
 
 
 def new_accounts(database_url: str, count: int) -> dict[str, str]:

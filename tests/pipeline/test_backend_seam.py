@@ -14,10 +14,11 @@ from dupify.config import ImageLimits
 from dupify.errors import ApiError
 from dupify.images.decoding import decode_image
 from dupify.inference.backend import InferenceBackend, InputKind, ModelInput
-from dupify.inference.batcher import BatcherStats, Rows
+from dupify.inference.batcher import Rows
 from dupify.inference.registry import ModelRegistry
 from dupify.pipeline.pipeline import Pipeline
 from support.api import Api, ApiContext
+from support.backends import PassThroughBackend
 from support.samples import photo_jpeg
 
 IMAGES = [photo_jpeg("chelsea"), photo_jpeg("rocket", quality=70)]
@@ -25,30 +26,7 @@ ENCODED = [base64.b64encode(data).decode() for data in IMAGES]
 
 
 @dataclass
-class Wrapper:
-    """A backend in front of the session's real one; subclasses change what `infer` does."""
-
-    inner: InferenceBackend
-
-    @property
-    def inputs(self) -> InputKind:
-        return self.inner.inputs
-
-    async def start(self) -> None:
-        """Nothing: the wrapped backend is the session's, started and stopped by its fixture."""
-
-    async def stop(self) -> None:
-        """Nothing, as for `start`."""
-
-    async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
-        return await self.inner.infer(model_id, items)
-
-    def stats(self) -> dict[str, BatcherStats]:
-        return self.inner.stats()
-
-
-@dataclass
-class DecodingBackend(Wrapper):
+class DecodingBackend(PassThroughBackend):
     """Takes the uploads' bytes, as a remote worker would, and keeps the contract: the same
     decode at the model's working side and the same preprocessing, before the real models."""
 
@@ -69,7 +47,7 @@ class DecodingBackend(Wrapper):
         return await self.inner.infer(model_id, tensors)
 
 
-class RefusesTheSecondImage(Wrapper):
+class RefusesTheSecondImage(PassThroughBackend):
     """Answers the second item of every call with an error of its own, as a remote worker that
     could not read one image would."""
 
@@ -79,7 +57,7 @@ class RefusesTheSecondImage(Wrapper):
         return [refused if index == 1 else row for index, row in enumerate(rows)]
 
 
-class Overloaded(Wrapper):
+class Overloaded(PassThroughBackend):
     async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
         raise ApiError("overloaded", "every worker is busy", headers={"Retry-After": "7"})
 

@@ -15,12 +15,13 @@ import numpy.typing as npt
 from dupify.cli.local import embed_files
 from dupify.errors import ApiError
 from dupify.images.workers import Decoder
-from dupify.inference.backend import InferenceBackend, InputKind, ModelInput
-from dupify.inference.batcher import BatcherStats, Rows
+from dupify.inference.backend import InferenceBackend, ModelInput
+from dupify.inference.batcher import Rows
 from dupify.inference.registry import ModelRegistry
 from dupify.inference.session import SessionPolicy
 from dupify.pipeline.pipeline import build_pipeline
 from support.api import ApiContext
+from support.backends import PassThroughBackend
 from support.portal import csrf_of, signed_in_member
 from support.samples import photo_jpeg
 
@@ -35,29 +36,15 @@ class Call:
 
 
 @dataclass
-class CountingBackend:
+class CountingBackend(PassThroughBackend):
     """Passes every call to the real backend and keeps what went through."""
 
-    inner: InferenceBackend
     calls: list[Call] = field(default_factory=list)
 
-    @property
-    def inputs(self) -> InputKind:
-        return self.inner.inputs
-
-    async def start(self) -> None:
-        """Nothing: the wrapped backend is the session's, started and stopped by its fixture."""
-
-    async def stop(self) -> None:
-        """Nothing, as for `start`."""
-
     async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
-        rows = await self.inner.infer(model_id, items)
+        rows = await super().infer(model_id, items)
         self.calls.append(Call(model_id, len(items), rows))
         return rows
-
-    def stats(self) -> dict[str, BatcherStats]:
-        return self.inner.stats()
 
     def vectors_since(self, start: int, model_id: str = MODEL) -> list[npt.NDArray[np.float32]]:
         """The embeddings the backend gave for `model_id` in the calls from `start` on."""

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from support.samples import photo_jpeg
 from support.servers import Server, clean_env, free_port, start_server, stop_server
@@ -27,14 +26,6 @@ from support.smtp_sink import SmtpSink, running_sink
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PORTAL_COOKIES = {"dupify_session", "dupify_csrf"}
 PASSWORD = "a long browser password"
 LINK = re.compile(r"http://\S+/verify-email/\S+")
@@ -56,16 +47,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, module_sink: SmtpSink) -> I
     started = start_server(tmp_path_factory.mktemp("portal-server"), _environment(module_sink.url))
     yield started
     stop_server(started)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is required (make test installs it)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 def _emailed_link(sink: SmtpSink, address: str) -> str:
