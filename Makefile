@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: install install-test run test check format lint types audit bench fuzz services browser clean
+.PHONY: install install-test run test check format lint types audit bench bench-pipeline fuzz services browser clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -63,7 +63,20 @@ audit: install-test
 
 check: lint types audit test
 
-bench: install-test
+# Dupify against the hand-written peer and the framework floor, one table and the ratios
+# (bench/bench_peers.py, docs/performance.md). wrk is the load generator: a C client, so it does
+# not eat the cores it measures; installed from Debian when missing. BENCH_ARGS: e.g. --chart.
+BENCH_INSTALLED := $(VENV)/.bench-installed
+$(BENCH_INSTALLED): $(TEST_INSTALLED)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCH_INSTALLED)
+	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python bench/bench_peers.py $(BENCH_ARGS)
+
+# The earlier table: the model alone, the in-process pipeline and HTTP end to end.
+bench-pipeline: install-test
 	$(BIN)/python bench/bench_embeddings.py
 
 # Coverage-guided fuzzing of the decode path (atheris; `make test` runs the same harness for a few

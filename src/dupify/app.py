@@ -15,14 +15,18 @@ from dupify.abuse.guard import KeyGuessingGuard
 from dupify.api.analyze import router as analysis_router
 from dupify.api.docs import install_docs
 from dupify.api.embeddings import router as api_router
+from dupify.api.rank import router as rank_router
 from dupify.api.usage import router as usage_router
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
+from dupify.images.fetch import UrlFetcher
 from dupify.images.workers import Decoder
-from dupify.inference.backend import InferenceBackend, LocalBackend
+from dupify.inference.backend import InferenceBackend
 from dupify.inference.registry import ModelRegistry, roles_for
 from dupify.inference.session import SessionPolicy
+from dupify.keys.cache import KeyCache
 from dupify.keys.secret import server_secret
+from dupify.keys.signal import publish_through
 from dupify.limits.backends import open_backends
 from dupify.limits.metering import Meter
 from dupify.pipeline.pipeline import build_pipeline
@@ -30,10 +34,11 @@ from dupify.portal.mount import install_portal
 from dupify.privacy.retention import RetentionScheduler
 from dupify.server.error_handlers import install_error_handlers
 from dupify.server.headers import ApiSecurityHeadersMiddleware
+from dupify.server.json import VectorJSONResponse
 from dupify.server.metrics import Metrics, MetricsMiddleware
 from dupify.server.metrics import router as metrics_router
 from dupify.server.middleware import RequestContextMiddleware
-from dupify.server.runtime import Runtime
+from dupify.server.runtime import Runtime, build_backend
 from dupify.server.services import start_mail_and_abuse_services
 from dupify.usage.recorder import UsageRecorder
 
@@ -46,12 +51,15 @@ def create_app(
     decoder: Decoder | None = None,
     registry: ModelRegistry | None = None,
     backend: InferenceBackend | None = None,
+    url_fetcher: UrlFetcher | None = None,
 ) -> FastAPI:
     """The application. A `decoder`, `registry` or `backend` passed in is shared and left
     running on exit (tests build them once per session, or wrap the backend to watch it);
     otherwise the app owns and closes its own. A registry passed in brings its own roles (the
-    default model among them); without a `backend`, the registry's models run in this process
-    (`LocalBackend`)."""
+    default model among them); without a `backend`, the configured one runs them
+    (`build_backend`: in this process, or on remote workers). A `url_fetcher` replaces the
+    one built from the settings (tests give one with their own resolver and a network that
+    records every dial)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -69,11 +77,14 @@ def create_app(
             own_registry = registry
             if own_registry is None:
                 own_registry = await asyncio.to_thread(
-                    ModelRegistry, settings.inference, roles=roles_for(settings)
+                    ModelRegistry,
+                    settings.inference,
+                    roles=roles_for(settings),
+                    models_file=settings.models_file,
                 )
             own_backend = backend
             if own_backend is None:
-                own_backend = LocalBackend(own_registry, settings.inference)
+                own_backend = build_backend(own_registry, settings)
                 await own_backend.start()
                 stack.push_async_callback(own_backend.stop)
             recorder = UsageRecorder(sessions, settings.usage_log)
@@ -81,6 +92,12 @@ def create_app(
             stack.push_async_callback(recorder.stop)
             secret = server_secret(settings)
             limiter, cache = await open_backends(settings, secret, stack)
+            # API-key authentication without a database join per request (dupify.keys.cache).
+            publish_through(engine, settings)
+            kv = limiter.kv
+            app.state.key_cache = key_cache = KeyCache(sessions, secret, shared=kv is not None)
+            if kv is not None:  # changes made while Redis was down could not signal
+                kv.on_recovery(lambda: asyncio.to_thread(key_cache.clear))
             app.state.runtime = Runtime(
                 settings=settings,
                 engine=engine,
@@ -99,6 +116,8 @@ def create_app(
                 cache=cache,
                 meter=Meter(settings, limiter, recorder, sessions),
                 key_guard=KeyGuessingGuard(settings.abuse),
+                url_fetcher=url_fetcher
+                or UrlFetcher(settings.image_urls, settings.limits.max_image_bytes),
             )
             if settings.retention.scheduler_enabled:
                 scheduler = RetentionScheduler(sessions, settings, cache=cache)
@@ -115,11 +134,13 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # install_docs serves /docs without a CDN
         redoc_url=None,
+        default_response_class=VectorJSONResponse,  # orjson; NumPy vectors as is (server/json.py)
     )
     install_error_handlers(app)
     install_docs(app)
     app.include_router(api_router)
     app.include_router(analysis_router)
+    app.include_router(rank_router)
     app.include_router(usage_router)
     app.include_router(metrics_router)
     install_portal(app, settings)
@@ -138,7 +159,11 @@ def create_app(
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         return runtime.backend if runtime else None
 
-    app.state.metrics = Metrics(current_backend)
+    def current_fetcher() -> UrlFetcher | None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        return runtime.url_fetcher if runtime else None
+
+    app.state.metrics = Metrics(current_backend, current_fetcher)
     # Outermost, so even the last-resort 500 is counted.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

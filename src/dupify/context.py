@@ -35,6 +35,8 @@ class RequestContext:
     images: int = 0
     cached_images: int = 0
     bytes_in: int = 0
+    # The model(s) that answered, as the route chose them (`+`-joined when several did).
+    model: str | None = None
     error_code: str | None = None
     # Headers for whatever response follows, errors included (e.g. the rate-limit headers).
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -48,13 +48,38 @@ ERROR_CODES: dict[str, ErrorKind] = {
     "request_timeout": ErrorKind(
         408, "invalid_request_error", "request head or body arrived too slowly"
     ),
+    "url_forbidden": ErrorKind(
+        400,
+        "invalid_request_error",
+        "an image URL the SSRF guard refuses; the message names the rule",
+    ),
+    "url_unreachable": ErrorKind(
+        422, "invalid_request_error", "an image URL's host did not resolve or connect"
+    ),
+    "url_timeout": ErrorKind(
+        422, "invalid_request_error", "an image URL took over its time budget"
+    ),
+    "url_too_large": ErrorKind(
+        422, "invalid_request_error", "an image URL's body is over the per-image byte cap"
+    ),
+    "url_bad_status": ErrorKind(
+        422, "invalid_request_error", "an image URL answered a status other than 200"
+    ),
     "model_not_found": ErrorKind(404, "invalid_request_error", "unknown model"),
+    "text_not_supported": ErrorKind(
+        400, "invalid_request_error", "text sent to a model that embeds images only"
+    ),
+    "text_too_long": ErrorKind(400, "invalid_request_error", "a text over the character cap"),
+    "too_many_texts": ErrorKind(400, "invalid_request_error", "too many texts in one request"),
     "not_found": ErrorKind(404, "invalid_request_error", "no such route"),
     "method_not_allowed": ErrorKind(405, "invalid_request_error", "method not allowed here"),
     "overloaded": ErrorKind(503, "api_error", "inference queue full; retry after the header"),
     "not_ready": ErrorKind(503, "api_error", "a dependency is not answering"),
     "decoder_unavailable": ErrorKind(
         503, "api_error", "the image decoder processes stopped; retry after the header"
+    ),
+    "inference_unavailable": ErrorKind(
+        503, "api_error", "the remote inference workers failed or did not answer in time"
     ),
     "internal_error": ErrorKind(500, "api_error", "a bug; the request id is logged"),
 }

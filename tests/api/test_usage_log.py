@@ -26,6 +26,7 @@ LOG_COLUMNS = {
     "images",
     "cached_images",
     "bytes_in",
+    "model",
 }
 
 
@@ -78,6 +79,10 @@ async def test_a_burst_then_a_graceful_stop_logs_one_row_per_response(
             assert row["endpoint"] == f"{method} (no route)"
         else:
             assert row["endpoint"] == f"{method} {response.request.url.path}"
+        # Which model answered: the embeddings' model; none for a route that runs no model.
+        answered = response.json().get("model") if response.status_code == 200 else None
+        if response.request.url.path == "/v1/models" or answered:
+            assert row["model"] == answered
         if response.status_code == 200 and response.request.url.path == "/v1/embeddings":
             assert row["images"] == len(response.json()["data"])
             assert row["bytes_in"] == len(response.request.content)

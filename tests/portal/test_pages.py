@@ -19,6 +19,7 @@ from support.api import Api
 from support.portal import (
     PASSWORD,
     Member,
+    create_key_via_form,
     csrf_of,
     mail_links,
     post_form,
@@ -32,13 +33,10 @@ KEY = re.compile(r"dpy_[0-9A-Za-z]{38}")
 
 async def create_key_via_page(api: Api, member: Member, name: str = "laptop") -> tuple[str, str]:
     """(secret, key id) of a key made on the keys page."""
-    response = await post_form(
+    _, response = await create_key_via_form(
         member.client,
-        "/keys",
-        "/keys",
         {"name": name, "scope_embeddings": "yes", "scope_usage:read": "yes", "expiry": "30"},
     )
-    assert response.status_code == 201, response.text
     (secret,) = set(KEY.findall(response.text))
     with Session(api.engine) as db:
         key_id = db.scalars(
@@ -66,7 +64,7 @@ async def test_keys_page_creates_a_key_shown_once_lists_and_revokes_it(api: Api)
         assert await embed(api, secret) == 200
         await api.flush_usage()
         listing = await client.get("/keys")
-        row = listing.text.split("<td>laptop</td>", 1)[1].split("</tr>", 1)[0]
+        row = listing.text.split(">laptop</td>", 1)[1].split("</tr>", 1)[0]
         assert "never" not in row and "active" in row  # last used now shown, expiry set
         with Session(api.engine) as db:
             key = db.get(ApiKey, key_id)
@@ -130,11 +128,16 @@ async def test_dashboard_figures_and_chart_follow_the_log(api: Api) -> None:
         assert re.search(r'id="total-images">1<', page.text)
         assert re.search(r'id="error-rate">50.0 %<', page.text)
         assert re.search(r'id="latency-p50">\d+ ms<', page.text)
-        assert re.search(r'id="quota-used">1<', page.text)
+        assert re.search(r'id="quota-used"[^>]*>1<', page.text)
         plan = api.settings.plan("free")
         assert re.search(rf'id="quota-left">{plan.images_per_month - 1}<', page.text)
-        assert "<svg" in page.text and page.text.count("<rect") == 60
-        assert f"{utcnow().date().isoformat()}: 2 requests" in page.text
+        for chart in ("chart-requests", "chart-errors", "chart-latency"):
+            assert f'id="{chart}"' in page.text
+        # 30 days, two bars a day (requests, images), each with a value on hover and focus.
+        requests_chart = page.text.split('id="chart-requests"', 1)[1].split("</figure>", 1)[0]
+        assert requests_chart.count('class="pt" tabindex="0"') == 60
+        today = utcnow().date().isoformat()
+        assert f"{today}: 2 requests" in page.text and f"{today}: 1 errors" in page.text
         assert "Latest errors" in page.text and "POST /v1/embeddings" in page.text
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from dupify.audit.models import AuditEvent
 from dupify.keys.models import ApiKey
 from support.api import Api
-from support.portal import PASSWORD, post_form, signed_in_member
+from support.portal import PASSWORD, create_key_via_form, post_form, signed_in_member
 
 
 def audit_counts(api: Api, account_id: str) -> Counter[str]:
@@ -22,8 +22,7 @@ def audit_counts(api: Api, account_id: str) -> Counter[str]:
 async def test_key_and_session_events_are_audited_once(api: Api) -> None:
     async with await signed_in_member(api) as member:
         form = {"name": "ci", "scope_embeddings": "yes", "expiry": "30"}
-        created = await post_form(member.client, "/keys", "/keys", form)
-        assert created.status_code == 201
+        await create_key_via_form(member.client, form)
         with Session(api.engine) as db:
             key_id = db.scalars(
                 select(ApiKey.id).where(ApiKey.account_id == member.account_id)

@@ -13,20 +13,18 @@ import base64
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from dupify.images.workers import Decoder
-from dupify.schema.tables import Base
-from support.api import Api
 from support.fixtures import BIG_LIMITS
 from support.kv import redis_contents
 from support.samples import noise_png, photo_jpeg
+from support.stored import object_bytes, stored_values
 
 IMAGE_ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")
 Snapshot = dict[str, tuple[int, int, int]]
@@ -118,39 +116,6 @@ def requests_for(route: str, image: bytes, small: bytes) -> dict[str, dict[str, 
             },
         }
     raise AssertionError(f"no request builder for the image route {route}: add its input forms")
-
-
-def stored_values(api: Api) -> Iterator[bytes]:
-    with api.engine.connect() as connection:
-        for table in Base.metadata.sorted_tables:
-            for row in connection.execute(select(table)):
-                for value in row:
-                    if isinstance(value, bytes):
-                        yield value
-                    elif value is not None:
-                        yield str(value).encode()
-
-
-def object_bytes(root: object, seen: set[int] | None = None, depth: int = 0) -> Iterator[bytes]:
-    """Every bytes/str reachable from an in-process cache object (its entries, whatever their
-    private layout), without relying on its internals."""
-    seen = set() if seen is None else seen
-    if id(root) in seen or depth > 8:
-        return
-    seen.add(id(root))
-    if isinstance(root, bytes | bytearray | memoryview):
-        yield bytes(root)
-    elif isinstance(root, str):
-        yield root.encode()
-    elif isinstance(root, dict):
-        for key, value in root.items():
-            yield from object_bytes(key, seen, depth + 1)
-            yield from object_bytes(value, seen, depth + 1)
-    elif isinstance(root, list | tuple | set | frozenset):
-        for item in root:
-            yield from object_bytes(item, seen, depth + 1)
-    elif hasattr(root, "__dict__") and not callable(root):
-        yield from object_bytes(vars(root), seen, depth + 1)
 
 
 async def test_large_images_never_reach_disk_the_database_the_cache_or_the_log(

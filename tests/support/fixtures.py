@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dupify.app import create_app
 from dupify.config import ImageLimits, InferenceSettings, MiB
 from dupify.db import create_db_engine, session_factory
+from dupify.images.fetch import UrlFetcher
 from dupify.images.workers import Decoder
 from dupify.inference.backend import LocalBackend
 from dupify.inference.registry import ModelRegistry
@@ -31,6 +32,7 @@ from dupify.schema.migrate import upgrade
 from dupify.schema.tables import Base
 from support.api import Api, ApiContext
 from support.cli import Run, cli_env, cli_runner
+from support.image_server import FixedResolver, RecordingNetwork
 from support.kv import SHARED_REDIS_URL, RedisServer, delete_prefix
 from support.servers import free_port
 from support.settings import make_settings
@@ -152,15 +154,30 @@ def api_factory(
     database_url: str, decoder: Decoder, registry: ModelRegistry, backend: LocalBackend
 ) -> Callable[..., Any]:
     """Build an app over the test database; pass `decoder=` for one with other limits, or
-    `registry=` and `backend=` for other models, or a backend that watches the shared ones."""
+    `registry=` and `backend=` for other models, or a backend that watches the shared ones;
+    `url_fetcher=` for image URLs fetched through a test resolver and network."""
 
     def build(**overrides: Any) -> ApiContext:
         chosen_decoder = overrides.pop("decoder", decoder)
         chosen_registry = overrides.pop("registry", registry)
         chosen_backend = overrides.pop("backend", backend)
+        url_fetcher = overrides.pop("url_fetcher", None)
         settings = make_settings(database_url, **overrides)
+        if url_fetcher is None:
+            # A URL a test sends by accident can still never leave this machine: no system
+            # resolver, and a network that dials loopback only.
+            url_fetcher = UrlFetcher(
+                settings.image_urls,
+                settings.limits.max_image_bytes,
+                resolver=FixedResolver({}),
+                network=RecordingNetwork(),
+            )
         app = create_app(
-            settings, decoder=chosen_decoder, registry=chosen_registry, backend=chosen_backend
+            settings,
+            decoder=chosen_decoder,
+            registry=chosen_registry,
+            backend=chosen_backend,
+            url_fetcher=url_fetcher,
         )
         return ApiContext(app, settings)
 

@@ -53,6 +53,19 @@ async def post_form(
     return await client.post(action, data={"csrf_token": csrf_of(form_page.text), **data})
 
 
+async def create_key_via_form(
+    client: httpx.AsyncClient, form: dict[str, str]
+) -> tuple[httpx.Response, httpx.Response]:
+    """Post the keys form (post/redirect/get): the 303 and the page it leads to, which shows the
+    new key once."""
+    created = await post_form(client, "/keys", "/keys", form)
+    assert created.status_code == 303, created.text
+    assert created.headers["location"].startswith("/keys?reveal=")
+    shown = await client.get(created.headers["location"])
+    assert shown.status_code == 200, shown.text
+    return created, shown
+
+
 @dataclass
 class Member:
     client: httpx.AsyncClient

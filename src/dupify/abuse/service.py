@@ -1,7 +1,9 @@
 """Operator actions against abuse: suspend and unsuspend accounts and keys, review abuse flags.
 
-Every API request looks its key and account up afresh (keys.service.authenticate), so a
-suspension is refused from the very next request, in every process. Services flush; callers commit.
+Every suspension and reinstatement replaces the key cache's revocation signal in the same
+transaction (keys.signal.credentials_changed), so a suspension is refused from the very next
+request, in every process (docs/architecture.md, "API-key authentication"). Services flush;
+callers commit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dupify.audit.service import record_event
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError
+from dupify.keys.signal import credentials_changed
 
 
 def _set_suspended(
@@ -26,6 +29,7 @@ def _set_suspended(
     if suspended == (target.suspended_at is not None):
         return False
     target.suspended_at = utcnow() if suspended else None
+    credentials_changed(session)
     if isinstance(target, Account):
         kind, account_id, key_id = "account", target.id, None
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,11 @@ from dupify.analysis.similarity import (
 )
 from dupify.api.deps import require_scope
 from dupify.api.inputs import (
+    ImageItem,
     encode_vector,
-    image_inputs,
+    image_items,
+    image_outcomes,
+    images_of,
     read_image_request,
     request_options,
     validated,
@@ -48,10 +52,11 @@ from dupify.api.schemas import (
     image_part,
     image_request_body,
 )
-from dupify.config import MAX_ANALYZE_IMAGES, MAX_DUPLICATES_IMAGES, ImageLimits
+from dupify.api.texts import label_set, label_vectors
+from dupify.config import MAX_ANALYZE_IMAGES, MAX_DUPLICATES_IMAGES
 from dupify.context import RequestContext
 from dupify.errors import ApiError
-from dupify.images.inputs import RequestBody, decode_base64_image
+from dupify.images.inputs import RequestBody
 from dupify.inference.registry import EMBEDDING_ROLE, FINGERPRINT_ROLE
 from dupify.limits.cache import cached_results
 from dupify.pipeline.features import (
@@ -71,7 +76,9 @@ PIXEL_MEASURES_VERSION = "pixels@1"
 @router.post(
     "/v1/analyze",
     response_model=AnalyzeResponse,
-    responses=error_responses(*AUTH_ERRORS, *IMAGE_ERRORS, "model_not_found", "quota_exceeded"),
+    responses=error_responses(
+        *AUTH_ERRORS, *IMAGE_ERRORS, "model_not_found", "quota_exceeded", "text_not_supported"
+    ),
     openapi_extra=image_request_body(
         AnalyzeRequest,
         {
@@ -83,6 +90,8 @@ PIXEL_MEASURES_VERSION = "pixels@1"
             "model": MODEL_FIELD,
             "encoding_format": ENCODING_FORMAT_FIELD,
             "top_k": form_field("How many labels.", type="integer", minimum=1, maximum=20),
+            "labels_model": form_field("A model with the text modality: zero-shot `labels`."),
+            "candidate_labels": form_field("Comma-separated labels for `labels_model`."),
             "max_colors": form_field(
                 "How many palette colours.", type="integer", minimum=1, maximum=10
             ),
@@ -94,18 +103,30 @@ async def analyze(
     request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
-    limits = runtime.settings.limits
     query = dict(request.query_params)
     options = request_options(body, query, AnalyzeRequest, AnalyzeOptions)
-    images = image_inputs(body, limits, MAX_ANALYZE_IMAGES)
+    items = image_items(body, MAX_ANALYZE_IMAGES)
+    features = frozenset(options.features or DEFAULT_FEATURES)
+    labels = label_set(
+        runtime, options.labels_model, options.candidate_labels, "labels" in features
+    )
     analysis = AnalysisOptions(
-        features=frozenset(options.features or DEFAULT_FEATURES),
+        features=features,
         embedding_model=options.model or runtime.registry.roles[EMBEDDING_ROLE],
         top_k=options.top_k,
         max_colors=options.max_colors,
+        labels_model=labels.model.id if labels else None,
+        label_names=labels.names if labels else (),
     )
-    models_for(runtime.registry, analysis)  # an unknown model is the request's error
-    await runtime.meter.charge(ctx, len(images))
+    # An unknown model is the request's error; the ones that run are the usage row's `model`.
+    ctx.model = "+".join(models_for(runtime.registry, analysis)) or None
+    billed_labels = labels.billed if labels and "labels" in features else 0
+    await runtime.meter.charge(ctx, len(items) + billed_labels)
+    # A URL that cannot be fetched is that image's error entry, like an image that won't decode.
+    inputs = await image_outcomes(request, items)
+    images = [(param, data) for param, data in inputs if isinstance(data, bytes)]
+    if labels is not None and "labels" in features:
+        analysis = replace(analysis, label_vectors=await label_vectors(ctx, runtime, labels))
 
     async def analyze_missing(indices: list[int]) -> list[bytes | ApiError]:
         outcomes = await runtime.pipeline.analyze(
@@ -129,11 +150,14 @@ async def analyze(
             "embedding_model": analysis.embedding_model,
             "top_k": analysis.top_k,
             "max_colors": analysis.max_colors,
+            **({"label_set": labels.digest()} if labels else {}),
         },
         analyze_missing,
     )
+    analysed = iter(outcomes)
     results: list[dict[str, Any]] = []
-    for index, ((param, _), outcome) in enumerate(zip(images, outcomes, strict=True)):
+    for index, (param, data) in enumerate(inputs):
+        outcome = data if isinstance(data, ApiError) else next(analysed)
         if isinstance(outcome, ApiError):
             error = outcome.at(param).body(ctx.request_id)["error"]
             results.append({"index": index, "error": error})
@@ -144,13 +168,15 @@ async def analyze(
             result["embedding"] = encode_vector(vector, options.encoding_format)
         results.append({"index": index, **result})
     processed = sum(1 for outcome in outcomes if not isinstance(outcome, ApiError))
-    await runtime.meter.settle(ctx, processed)  # images that failed are not billed
+    # Images that failed are not billed; the request's candidate labels are, one unit each.
+    await runtime.meter.settle(ctx, processed + billed_labels)
+    usage = {"images": processed, "cached_images": ctx.cached_images}
     return JSONResponse(
         {
             "object": "analysis",
             "results": results,
             "models": versions,
-            "usage": {"images": processed, "cached_images": ctx.cached_images},
+            "usage": usage | ({"texts": billed_labels} if billed_labels else {}),
         },
         headers={"X-Cache": cache_state},
     )
@@ -182,8 +208,10 @@ async def compare_images(
     request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
 ) -> JSONResponse:
     runtime, body = await read_image_request(request)
-    limits = runtime.settings.limits
-    images = _compare_inputs(body, limits)
+    items = _compare_items(body)
+    ctx.model = runtime.registry.roles[FINGERPRINT_ROLE]
+    await runtime.meter.charge(ctx, len(items))
+    images = await images_of(request, items)
     (first, second), cache_state = await _fingerprints(ctx, runtime, images)
     return JSONResponse(
         {
@@ -196,20 +224,17 @@ async def compare_images(
     )
 
 
-def _compare_inputs(body: RequestBody, limits: ImageLimits) -> list[tuple[str, bytes]]:
-    """The (param, bytes) pairs of `a` and `b`, from JSON fields or multipart parts."""
+def _compare_items(body: RequestBody) -> list[ImageItem]:
+    """`a` and `b`, from JSON fields or multipart parts (not yet decoded or fetched)."""
     if body.form == "json":
-        request = validated(CompareRequest, body.json, strict=True)
-        return [
-            ("a", decode_base64_image(request.a, "a", limits)),
-            ("b", decode_base64_image(request.b, "b", limits)),
-        ]
+        options = validated(CompareRequest, body.json, strict=True)
+        return [("a", options.a), ("b", options.b)]
     if body.form == "raw":
         raise ApiError(
             "invalid_request",
             "compare takes two images: send JSON with `a` and `b`, or multipart parts `a` and `b`",
         )
-    images: list[tuple[str, bytes]] = []
+    images: list[ImageItem] = []
     for name in ("a", "b"):
         parts = body.files_named(name)
         if len(parts) != 1:
@@ -237,7 +262,10 @@ async def find_duplicates(
     runtime, body = await read_image_request(request)
     if body.form == "json":
         validated(DuplicatesRequest, body.json, strict=True)
-    images = image_inputs(body, runtime.settings.limits, MAX_DUPLICATES_IMAGES, minimum=2)
+    items = image_items(body, MAX_DUPLICATES_IMAGES, minimum=2)
+    ctx.model = runtime.registry.roles[FINGERPRINT_ROLE]
+    await runtime.meter.charge(ctx, len(items))
+    images = await images_of(request, items)
     fingerprints, cache_state = await _fingerprints(ctx, runtime, images)
     return JSONResponse(
         {
@@ -254,8 +282,8 @@ async def find_duplicates(
 async def _fingerprints(
     ctx: RequestContext, runtime: Runtime, images: Sequence[tuple[str, bytes]]
 ) -> tuple[list[Fingerprint], str]:
-    """Each image's hashes and fingerprint-model embedding, through the cache; bills them."""
-    await runtime.meter.charge(ctx, len(images))
+    """Each image's hashes and fingerprint-model embedding, through the cache (the route has
+    reserved their quota)."""
     model = runtime.registry.for_role(FINGERPRINT_ROLE)
 
     async def fingerprint_missing(indices: list[int]) -> list[bytes]:

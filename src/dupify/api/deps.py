@@ -13,7 +13,10 @@ from sqlalchemy.orm import Session
 from dupify.context import RequestContext
 from dupify.db import unit_of_work, utcnow
 from dupify.errors import ApiError
+from dupify.keys.cache import KeyCache
 from dupify.keys.service import Principal, Rejection, authenticate
+from dupify.keys.signal import REDIS_NAME, REDIS_TTL_MS
+from dupify.limits.metering import Counted
 from dupify.server.client_address import client_address
 from dupify.server.middleware import context_of
 from dupify.server.runtime import Runtime
@@ -54,11 +57,14 @@ def _bearer_token(request: Request) -> str:
 
 
 async def authenticate_request(request: Request) -> RequestContext:
-    """The caller's key, checked offline (format, checksum) and then against the database.
+    """The caller's key, checked offline (format, checksum), then against the key cache or the
+    database.
 
     Malformed, unknown, revoked and expired keys all get one code, so the answer is no oracle.
-    The lookup runs on every request: a revoked or suspended key is refused on the next request
-    everywhere. A client address that presented too many invalid keys gets 429 for a while.
+    A revoked or suspended key is refused on the next request everywhere: the cache
+    (`dupify.keys.cache`) trusts an entry only while the revocation signal is unchanged, read
+    per request in the rate limiter's Redis round trip (or, without Redis, one primary-key read).
+    A client address that presented too many invalid keys gets 429 for a while.
     Returns the request's context with the caller filled in, after the per-key rate limit.
     """
     token = _bearer_token(request)
@@ -66,13 +72,8 @@ async def authenticate_request(request: Request) -> RequestContext:
     ctx = get_context(request)
     # The client address only names a throttle counter (in memory, hashed in Redis): never stored.
     ctx.client_address = client_address(request, runtime.settings.portal.trust_forwarded_proto)
-
-    def lookup() -> Principal | Rejection:
-        with runtime.sessions() as session:
-            return authenticate(session, token, secret=runtime.secret, now=utcnow())
-
     async with runtime.key_guard.evaluating(runtime.limiter, ctx.client_address, token) as key:
-        result = await asyncio.to_thread(lookup)
+        result, counted = await _resolve(runtime, request.app.state.key_cache, token)
         key.genuine = isinstance(result, Principal) or result is Rejection.suspended
     if isinstance(result, Principal):
         ctx.identify(
@@ -81,11 +82,42 @@ async def authenticate_request(request: Request) -> RequestContext:
             plan=result.plan,
             scopes=frozenset(result.scopes),
         )
-        await runtime.meter.enforce_rate_limit(ctx)
+        if counted is not None:
+            await runtime.meter.enforce_counted(ctx, counted)
+        else:
+            await runtime.meter.enforce_rate_limit(ctx)
         return ctx
     if result is Rejection.suspended:
         raise ApiError("account_suspended", "This API key or its account is suspended.")
     raise ApiError("invalid_api_key", "The API key is not valid (check it, or create a new one).")
+
+
+async def _resolve(
+    runtime: Runtime, cache: KeyCache, token: str
+) -> tuple[Principal | Rejection, Counted | None]:
+    """The key's verdict, and the rate-limit count already made for it (None: not yet)."""
+    digest = cache.digest(token)
+    if digest is None:
+        return Rejection.malformed, None
+    now = utcnow()
+    entry = cache.peek(digest, now)
+    counted: Counted | None = None
+    signal: str | None = None
+    if entry is not None:
+        if cache.shared:  # the count and the signal in one Redis round trip
+            counted = await runtime.meter.count_reading(
+                entry.principal.key_id, REDIS_NAME, REDIS_TTL_MS
+            )
+            signal = counted.token
+        else:
+            signal = await asyncio.to_thread(cache.database_token)
+        if signal is not None and signal == entry.token:
+            return entry.principal, counted
+    if cache.shared and signal is None:
+        # Read before the lookup: a change committed after it replaces the token again.
+        signal = await runtime.limiter.read_token(REDIS_NAME, REDIS_TTL_MS)
+    result = await asyncio.to_thread(cache.look_up, token, digest, now, signal, authenticate)
+    return result, counted
 
 
 async def release_unbilled_images(request: Request) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ validating options, counting images, encoding vectors."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -11,7 +12,6 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from dupify.api.deps import get_context, get_runtime
-from dupify.config import ImageLimits
 from dupify.errors import ApiError, invalid_request_from
 from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
 from dupify.server.runtime import Runtime
@@ -68,29 +68,76 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
     return [float(value) for value in vector]
 
 
-def image_inputs(
-    body: RequestBody, limits: ImageLimits, maximum: int, minimum: int = 1
-) -> list[tuple[str, bytes]]:
-    """The (param, image bytes) pairs of an image endpoint, in any input form: JSON `input` (one
-    base64 image or data URI, or a list), a raw image body, or multipart `file` parts; between
-    `minimum` and `maximum` images."""
+# An image as the request gave it, named by its param: uploaded bytes, or a JSON string (base64,
+# a data URI or a URL) that is decoded or fetched only after the quota is reserved (`images_of`).
+ImageItem = tuple[str, bytes | str]
+
+
+def image_items(body: RequestBody, maximum: int, minimum: int = 1) -> list[ImageItem]:
+    """The images of an image endpoint, in any input form: JSON `input` (one image as base64, a
+    data URI or a URL, or a list of them), a raw image body, or multipart `file` parts; between
+    `minimum` and `maximum` of them. Nothing is decoded or fetched yet: a route reserves the
+    quota for them first, so a request over its quota costs no fetch."""
     if body.form == "json":
         items = body.json.get("input")
         if isinstance(items, str):
-            pairs = [("input", items)]
+            pairs: list[ImageItem] = [("input", items)]
         elif isinstance(items, list) and all(isinstance(item, str) for item in items):
             pairs = [(f"input[{index}]", item) for index, item in enumerate(items)]
         else:
             raise ApiError(
                 "invalid_request",
-                "input: expected an image (base64 or a data URI) or a list of them",
+                "input: expected an image (base64, a data URI or a URL) or a list of them",
                 param="input",
             )
         check_count(len(pairs), maximum, "input", minimum)
-        return [(name, decode_base64_image(item, name, limits)) for name, item in pairs]
+        return pairs
     if body.form == "raw":
         check_count(1, maximum, "body", minimum)
         return [("body", body.files[0][1])]
     files = body.files_named("file")
     check_count(len(files), maximum, "file", minimum)
     return [(f"file[{index}]", data) for index, data in enumerate(files)]
+
+
+def is_url(item: str) -> bool:
+    """Whether a JSON image item names a URL to fetch rather than carrying the image itself."""
+    head = item[:8].lower()
+    return head.startswith("https://") or head.startswith("http://")
+
+
+async def images_of(request: Request, items: Sequence[ImageItem]) -> list[tuple[str, bytes]]:
+    """Each item's bytes, in order: uploads as they are, base64 and data URIs decoded under the
+    per-image cap, URLs fetched through the SSRF guard (dupify.images.fetch). The first item
+    that fails, in request order, is the request's error."""
+    images: list[tuple[str, bytes]] = []
+    for param, outcome in await image_outcomes(request, items):
+        if isinstance(outcome, ApiError):
+            raise outcome
+        images.append((param, outcome))
+    return images
+
+
+async def image_outcomes(
+    request: Request, items: Sequence[ImageItem]
+) -> list[tuple[str, bytes | ApiError]]:
+    """Like `images_of`, but a URL that cannot be fetched is that image's own error, for the
+    routes that answer per image (/v1/analyze). A malformed base64 item is still the request's
+    error at once: it is the caller's mistake, not the image's."""
+    runtime = get_runtime(request)
+    outcomes: dict[int, bytes | ApiError] = {}
+    urls: list[tuple[int, str, str]] = []
+    for index, (param, item) in enumerate(items):
+        if isinstance(item, bytes):
+            outcomes[index] = item
+        elif is_url(item):
+            urls.append((index, param, item))
+        else:
+            outcomes[index] = decode_base64_image(item, param, runtime.settings.limits)
+    if urls:
+        fetched = await runtime.url_fetcher.fetch_all([(param, url) for _, param, url in urls])
+        for (index, _, _), outcome in zip(urls, fetched, strict=True):
+            outcomes[index] = outcome
+        # The usage log counts what came in over the network for the request, fetched included.
+        get_context(request).bytes_in += sum(len(o) for o in fetched if isinstance(o, bytes))
+    return [(param, outcomes[index]) for index, (param, _) in enumerate(items)]

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from dupify.api.label_options import ZeroShotOptions
 from dupify.config import MAX_ANALYZE_IMAGES, MAX_DUPLICATES_IMAGES
 from dupify.errors import ERROR_CODES
 from dupify.images.inputs import RAW_IMAGE_TYPES
@@ -14,7 +15,11 @@ from dupify.images.inputs import RAW_IMAGE_TYPES
 # integers there. Form fields and query parameters are text, read as the form schemas say.
 ImageData = Annotated[str, Field(min_length=1)]
 EncodingFormat = Literal["float", "base64"]
-_IMAGE = {"type": "string", "minLength": 1}
+_IMAGE = {
+    "type": "string",
+    "minLength": 1,
+    "description": "base64, a `data:image/…;base64,` URI, or an `https://` URL to fetch",
+}
 
 
 def _images(minimum: int, maximum: int | None, single: bool = True) -> dict[str, Any]:
@@ -26,7 +31,7 @@ def _images(minimum: int, maximum: int | None, single: bool = True) -> dict[str,
 
 
 # JSON `input` fields: their schemas are declared here, but they are read and refused only by
-# `api.inputs.image_inputs`, whose `param` names the image at fault (`input[2]`) and which answers
+# `api.inputs.image_items`, whose `param` names the image at fault (`input[2]`) and which answers
 # `too_many_images` over the maximum. The embeddings maximum is a setting, so not declared.
 EmbeddingImages = Annotated[object, WithJsonSchema(_images(1, None))]
 AnalyzeImages = Annotated[object, WithJsonSchema(_images(1, MAX_ANALYZE_IMAGES))]
@@ -48,11 +53,12 @@ class EmbeddingOptions(BaseModel):
 
 
 class EmbeddingsRequest(EmbeddingOptions):
-    """OpenAI-compatible: `input` holds base64 images or `data:image/…;base64,` URIs."""
+    """OpenAI-compatible: `input` holds base64 images, `data:image/…;base64,` URIs or URLs; for
+    a model with the text modality, other strings are texts (docs/api.md: how they differ)."""
 
     input: EmbeddingImages = Field(
         description="One image or a list of 1 to `limits.max_images_embeddings` (32 by default), "
-        "each base64 or a data URI."
+        "each base64, a data URI or an image URL."
     )
     user: str | None = Field(
         None, description="Accepted for OpenAI compatibility; ignored and never stored."
@@ -69,6 +75,7 @@ class EmbeddingsUsage(BaseModel):
     prompt_tokens: int = 0
     total_tokens: int = 0
     images: int
+    texts: int | None = Field(None, description="Texts embedded (models with a text tower).")
     cached_images: int
 
 
@@ -87,6 +94,7 @@ class ModelCard(BaseModel):
     task: str
     dimensions: int
     version: str
+    modalities: list[str] = Field(default_factory=lambda: ["image"], examples=[["image", "text"]])
 
 
 class ModelList(BaseModel):
@@ -140,8 +148,14 @@ IMAGE_ERRORS = (
     "request_too_complex",
     "too_many_images",
     "invalid_request",
+    "url_forbidden",
+    "url_unreachable",
+    "url_timeout",
+    "url_too_large",
+    "url_bad_status",
     "decode_budget_exceeded",
     "overloaded",
+    "inference_unavailable",
     "decoder_unavailable",
     "internal_error",
 )
@@ -222,7 +236,7 @@ _FEATURES_SCHEMA = {
 }
 
 
-class AnalyzeOptions(BaseModel):
+class AnalyzeOptions(ZeroShotOptions):
     """Analysis options; in multipart and raw requests they come as form fields or query."""
 
     model_config = ConfigDict(extra="ignore")
@@ -250,7 +264,8 @@ class AnalyzeOptions(BaseModel):
 
 class AnalyzeRequest(AnalyzeOptions):
     input: AnalyzeImages = Field(
-        description=f"One image or a list of 1..{MAX_ANALYZE_IMAGES}, each base64 or a data URI."
+        description=f"One image or a list of 1..{MAX_ANALYZE_IMAGES}, each base64, a data URI "
+        "or an image URL."
     )
 
 
@@ -338,8 +353,8 @@ class CompareRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    a: ImageData = Field(description="The first image, base64 or a data URI.")
-    b: ImageData = Field(description="The second image, base64 or a data URI.")
+    a: ImageData = Field(description="The first image: base64, a data URI or an image URL.")
+    b: ImageData = Field(description="The second image: base64, a data URI or an image URL.")
 
 
 Verdict = Literal["exact_duplicate", "near_duplicate", "similar", "different"]
@@ -359,7 +374,7 @@ class DuplicatesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input: DuplicateImages = Field(
-        description=f"2..{MAX_DUPLICATES_IMAGES} images, each base64 or a data URI."
+        description=f"2..{MAX_DUPLICATES_IMAGES} images, each base64, a data URI or an image URL."
     )
 
 

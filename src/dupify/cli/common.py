@@ -17,6 +17,7 @@ from dupify.accounts import service as accounts
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory, transaction
 from dupify.keys import service as keys
+from dupify.keys.signal import publish_through
 
 console = Console()
 errors = Console(stderr=True)
@@ -35,6 +36,7 @@ def load_settings() -> Settings:
 def command_transaction(settings: Settings) -> Iterator[Session]:
     """A transaction for one command; a service error becomes a clean message and exit code 1."""
     engine = create_db_engine(settings.database_url)
+    publish_through(engine, settings)  # revocations reach the servers' key caches via Redis
     try:
         with transaction(session_factory(engine)) as session:
             yield session

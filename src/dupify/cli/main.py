@@ -15,6 +15,7 @@ from dupify.accounts import service as accounts
 from dupify.audit.service import record_event
 from dupify.cli.common import command_transaction, console, errors, load_settings, print_rows
 from dupify.cli.files import file_commands
+from dupify.cli.models import models_app
 from dupify.cli.operations import (
     abuse_app,
     account_commands,
@@ -23,16 +24,17 @@ from dupify.cli.operations import (
     outbox_app,
     top_level,
 )
+from dupify.cli.worker import worker_app
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
 from dupify.keys import service as keys
 from dupify.keys.secret import server_secret
+from dupify.keys.signal import credentials_changed
 from dupify.schema import migrate as migrations
 
 app = typer.Typer(help="Dupify: image embeddings and analysis.", no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
-models_app = typer.Typer(help="The bundled models.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(key_app, name="key")
 app.add_typer(models_app, name="models")
@@ -44,6 +46,7 @@ key_app.add_typer(key_commands)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(audit_app, name="audit")
 app.add_typer(abuse_app, name="abuse")
+app.add_typer(worker_app, name="worker")  # dupify.cli.worker: the GPU inference worker
 
 DEV_ACCOUNT_EMAIL = "developer@example.com"
 
@@ -73,6 +76,7 @@ def serve(
     """Serve the API (development: creates a local account and prints a key on first start)."""
     import uvicorn
 
+    from dupify.inference.catalog import ModelsFileError, read_models_file
     from dupify.server.http import GuardedHttpProtocol
     from dupify.server.tls import tls13_only_context
 
@@ -80,6 +84,13 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         errors.print("[red]error:[/red] --tls-cert and --tls-key go together")
         raise typer.Exit(2)
+    try:
+        # A models file that does not parse stops here with the field named, not in a traceback
+        # from the server's start-up (which still checks each model's files and graph).
+        read_models_file(settings.models_file)
+    except ModelsFileError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     scheme = "https" if tls_cert else "http"
     bind_host, bind_port = host or settings.host, port or settings.port
     if not settings.is_production:
@@ -166,6 +177,7 @@ def account_set_plan(
     with command_transaction(settings) as session:
         account = accounts.require_by_email(session, email)
         previous, account.plan = account.plan, plan
+        credentials_changed(session)  # servers' key caches hold the plan (keys.signal)
         limits = settings.plans[plan]
         console.print(
             f"{account.email}: plan {previous} -> {plan} ({limits.requests_per_minute} "
@@ -328,14 +340,3 @@ def key_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_…).
     with command_transaction(load_settings()) as session:
         record = keys.revoke_key(session, key_id)
         console.print(f"revoked key {record.id}", highlight=False)
-
-
-@models_app.command("list")
-def models_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List the bundled models."""
-    from dupify.inference.registry import ModelRegistry
-
-    registry = ModelRegistry(load_settings().inference)
-    print_rows(registry.describe(), as_json)

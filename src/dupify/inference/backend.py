@@ -11,7 +11,7 @@ import numpy as np
 from dupify.config import InferenceSettings
 from dupify.errors import ApiError
 from dupify.inference.batcher import BatcherStats, MicroBatcher, Rows
-from dupify.inference.models.base import Array
+from dupify.inference.models.base import Array, text_tower_id
 from dupify.inference.registry import ModelRegistry
 
 # What `infer` takes for every model: "tensors", each the output of the model's `preprocess`;
@@ -31,7 +31,8 @@ class InferenceBackend(Protocol):
     each upload's bytes unchanged, after its own decode accepted them; the backend must then
     decode with `dupify.images.decoding.decode_image` under the same limits at the model's
     working side and run the same `preprocess`, so that vectors are bit-identical and cached
-    results stay valid.
+    results stay valid. A model with a text tower is also served as `text_tower_id(model_id)`,
+    whose items are always token rows (its text encoder's `tokenize`), whatever `inputs` says.
 
     Outputs. `infer` returns one entry per input, in input order: either that item's row of
     every output the model's `predict` names (`EMBEDDING`, unit-norm float32, among them), or
@@ -98,6 +99,19 @@ class LocalBackend:
             )
             for model in registry.models
         }
+        # A model with a text tower gets a second batcher for it: texts of concurrent requests
+        # are batched together, apart from images (dupify.inference.models.tokens).
+        for model in registry.models:
+            if model.text_encoder is not None:
+                self._batchers[text_tower_id(model.id)] = MicroBatcher(
+                    model.text_encoder.predict,
+                    max_batch=settings.max_batch,
+                    max_wait_ms=settings.max_wait_ms,
+                    queue_size=settings.queue_size,
+                    retry_after_s=settings.overload_retry_after_s,
+                    name=text_tower_id(model.id),
+                    item_shape=tuple(model.text_encoder.input_shape),
+                )
 
     async def start(self) -> None:
         for batcher in self._batchers.values():
@@ -109,7 +123,8 @@ class LocalBackend:
             await batcher.stop()
 
     async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
-        self._registry.get(model_id)  # model_not_found for an id this process does not serve
+        if model_id not in self._batchers:
+            self._registry.get(model_id)  # model_not_found for an id this process does not serve
         tensors = [item for item in items if isinstance(item, np.ndarray)]
         if len(tensors) != len(items):
             raise TypeError("LocalBackend takes preprocessed tensors, not image bytes")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from dupify.config import InferenceSettings, Settings
 from dupify.errors import ApiError
+from dupify.inference.catalog import ModelsFile, ModelsFileError, read_models_file
 from dupify.inference.models.base import ImageModel
+from dupify.inference.models.onnx_export import load_declared_models
 from dupify.inference.models.semantic import SemanticModel
 from dupify.inference.models.visual import VisualModel
 from dupify.inference.session import SessionPolicy
@@ -75,17 +78,32 @@ class ModelRegistry:
         models: Sequence[ImageModel] | None = None,
         only: Collection[str] | None = None,
         roles: Mapping[str, str] | None = None,
+        models_file: Path | None = None,
+        catalog: ModelsFile | None = None,
     ) -> None:
         # `models` lets tests and the CLI share an already-loaded model instead of loading again;
         # `only` loads just the bundled models a job needs (e.g. the local batch tools); a role
-        # whose model is not loaded answers `model_not_found` when asked for.
+        # whose model is not loaded answers `model_not_found` when asked for. The operator's
+        # models (`models_file`, or an already-read `catalog`) load first: a bad declaration
+        # stops start-up before the bundled models spend their load time.
+        catalog = catalog if catalog is not None else read_models_file(models_file)
+        declared = load_declared_models(catalog, SessionPolicy.from_settings(settings))
         loaded = list(models) if models is not None else load_default_models(settings, only)
         self._models: dict[str, ImageModel] = {}
         for model in loaded:
             if model.id in self._models:
                 raise ValueError(f"model id {model.id!r} registered twice")
             self._models[model.id] = model
+        for index, model in enumerate(declared):
+            if model.id in self._models or model.id in BUNDLED_MODELS:
+                raise ModelsFileError(
+                    f"models[{index}].id: {model.id!r} is already a bundled model's id"
+                )
+            self._models[model.id] = model
         self.roles: dict[str, str] = {**DEFAULT_ROLES, **(roles or {})}
+        # The clip model `/v1/analyze` scores `labels` with when a request names no
+        # `labels_model` (the models file's `default_labels_model`); None: the labels head.
+        self.default_labels_model: str | None = catalog.default_labels_model
 
     @property
     def ids(self) -> list[str]:
@@ -113,8 +131,29 @@ class ModelRegistry:
         """The model that plays `role` (one of DEFAULT_ROLES' keys)."""
         return self.get(self.roles[role])
 
+    def text_model(self, model_id: str, param: str = "model") -> ImageModel:
+        """The model `model_id`, which must embed text (400 `text_not_supported` otherwise);
+        `param` names the field in either error."""
+        if model_id not in self._models:
+            raise ApiError(
+                "model_not_found",
+                f"The model {model_id!r} does not exist; available models: "
+                f"{', '.join(sorted(self._models))}.",
+                param=param,
+            )
+        model = self.get(model_id)
+        if model.text_encoder is None:
+            raise ApiError(
+                "text_not_supported",
+                f"{model_id} embeds images only; text needs a model whose modalities include "
+                f"text (see /v1/models)",
+                param=param,
+            )
+        return model
+
     def describe(self) -> list[dict[str, Any]]:
-        """The `/v1/models` entries (OpenAI's list shape plus task, dimensions and version)."""
+        """The `/v1/models` entries (OpenAI's list shape plus task, dimensions and version; the
+        route adds `modalities`)."""
         return [
             {
                 "id": model.id,

@@ -52,6 +52,9 @@ class SessionPolicy:
 
     device: str = "cpu"
     intra_op_threads: int = 0  # 0 = one per core available to this process
+    # ONNX Runtime's intra-op threads spin for a while after each call by default, holding cores
+    # the decoder processes and the event loop need between batches; off unless asked for.
+    spin_wait: bool = False
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0:
@@ -60,7 +63,11 @@ class SessionPolicy:
 
     @classmethod
     def from_settings(cls, settings: InferenceSettings) -> SessionPolicy:
-        return cls(device=settings.device, intra_op_threads=settings.intra_op_threads)
+        return cls(
+            device=settings.device,
+            intra_op_threads=settings.intra_op_threads,
+            spin_wait=settings.spin_wait,
+        )
 
     @property
     def threads(self) -> int:
@@ -103,6 +110,9 @@ class OrtSession:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spin = "1" if policy.spin_wait else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        self.spin_wait = policy.spin_wait
 
         model_arg: bytes | str = model if isinstance(model, bytes) else os.fspath(model)
         self._session = ort.InferenceSession(model_arg, sess_options=options, providers=requested)

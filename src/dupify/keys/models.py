@@ -30,3 +30,19 @@ class ApiKey(Base):
     @property
     def scope_set(self) -> frozenset[str]:
         return frozenset(self.scopes.split())
+
+
+class CredentialSignal(Base):
+    """One row: a random token replaced, in the same transaction, by every change that can
+    refuse a key that was valid (revocation, suspension, plan or scope change, account deletion).
+
+    API servers cache authenticated keys in memory and trust an entry only while this token is
+    the one they read before looking the key up (`dupify.keys.signal`); with Redis configured
+    the token is mirrored there after the commit, so a cache hit costs no database query.
+    """
+
+    __tablename__ = "credential_signal"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(String(32))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

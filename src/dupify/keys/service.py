@@ -14,6 +14,7 @@ from dupify.audit.service import record_event
 from dupify.db import new_id, utcnow
 from dupify.keys.format import display_prefix, generate_key, hash_key, is_well_formed
 from dupify.keys.models import ApiKey
+from dupify.keys.signal import credentials_changed
 
 SCOPES = ("embeddings", "analyze", "usage:read")
 
@@ -94,6 +95,7 @@ def revoke_key(
         raise KeyRequestError(f"no key with id {key_id}")
     if record.revoked_at is None:
         record.revoked_at = utcnow()
+        credentials_changed(session)  # every server's key cache drops it on its next request
         record_event(
             session,
             "key_revoked",
@@ -122,6 +124,7 @@ class Principal:
     account_id: str
     scopes: frozenset[str]
     plan: str
+    expires_at: datetime | None = None  # the key's; a cached principal is refused past it
 
 
 def authenticate(
@@ -141,4 +144,10 @@ def authenticate(
         return Rejection.inactive
     if key.suspended_at is not None or account.suspended_at is not None:
         return Rejection.suspended
-    return Principal(key_id=key.id, account_id=account.id, scopes=key.scope_set, plan=account.plan)
+    return Principal(
+        key_id=key.id,
+        account_id=account.id,
+        scopes=key.scope_set,
+        plan=account.plan,
+        expires_at=key.expires_at,
+    )

@@ -250,6 +250,9 @@ async def cached_results(
     error, is passed through and never cached: a decode timeout may not recur); and records
     `ctx.cached_images` (the usage-log row's count). A batch with hits and misses is `partial`.
     """
+    if not images:  # e.g. every image of an /v1/analyze request was a URL that failed
+        ctx.cached_images = 0
+        return [], "miss"
     account_id = ctx.caller
     keys = await cache_keys(secret, account_id, images, model_version, params)
     found = await cache.get_many(keys)

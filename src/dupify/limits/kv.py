@@ -9,7 +9,8 @@ Key layout (all under `RedisSettings.key_prefix`, default `dupify`; every key ha
 
 - `{prefix}:rl:{bucket}:{tag}` fixed-window request counters, TTL = the window;
 - `{prefix}:quota:{account tag}:{YYYY-MM}` monthly image counters, TTL = to the month's end + 1 day;
-- `{prefix}:cache:{account tag}:{entry}` cached results, TTL = the cache TTL (24 h).
+- `{prefix}:cache:{account tag}:{entry}` cached results, TTL = the cache TTL (24 h);
+- `{prefix}:auth:signal` the key cache's revocation signal (dupify.keys.signal), TTL = a day.
 
 Tags are keyed hashes (`keyed_tag`), so no account id, key id, email or name is stored in Redis,
 and an account's entries can still be found (and deleted) by whoever holds the server secret.

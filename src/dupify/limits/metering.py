@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, false, func, select, text
@@ -36,11 +37,29 @@ from dupify.config import Settings
 from dupify.context import RequestContext, Reservation
 from dupify.db import utcnow
 from dupify.errors import ApiError
-from dupify.limits.ratelimit import API_KEY_BUCKET, Limiter, Seed, month_of
+from dupify.limits.ratelimit import (
+    API_KEY_BUCKET,
+    Decision,
+    Limiter,
+    Seed,
+    decision_of,
+    month_of,
+)
 from dupify.usage.models import RequestLog
 from dupify.usage.recorder import RequestRecord, UsageRecorder
 
 LOCK_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A request counted against a key's per-minute window, and the token read with it (None:
+    counted in this process)."""
+
+    key_id: str
+    count: int
+    ttl_s: float
+    token: str | None
 
 
 class Meter:
@@ -69,6 +88,27 @@ class Meter:
             return  # portal requests are limited by the portal's own throttles
         plan = self._settings.plan(ctx.plan)
         decision = await self._limiter.hit(API_KEY_BUCKET, ctx.key_id, plan.requests_per_minute, 60)
+        self._apply(ctx, decision)
+
+    async def count_reading(self, key_id: str, token: str, token_ttl_ms: int) -> Counted:
+        """Count a request of `key_id` now, before its key is known valid, and read `token` in
+        the same Redis round trip (the key cache's signal, dupify.keys.signal); the count is
+        judged by `enforce_counted` once the caller's plan is known."""
+        count, ttl_s, value = await self._limiter.hit_reading(
+            API_KEY_BUCKET, key_id, 60, token, token_ttl_ms
+        )
+        return Counted(key_id, count, ttl_s, value)
+
+    async def enforce_counted(self, ctx: RequestContext, counted: Counted) -> None:
+        """`enforce_rate_limit` for a request already counted by `count_reading` (same key)."""
+        if ctx.key_id != counted.key_id:
+            await self.enforce_rate_limit(ctx)
+            return
+        limit = self._settings.plan(ctx.plan).requests_per_minute
+        allowed = counted.count <= limit
+        self._apply(ctx, decision_of(allowed, counted.count, counted.ttl_s, limit, 60))
+
+    def _apply(self, ctx: RequestContext, decision: Decision) -> None:
         headers = decision.headers()
         retry_after = headers.pop("Retry-After", None)
         ctx.response_headers.update(headers)

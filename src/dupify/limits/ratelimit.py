@@ -35,7 +35,9 @@ from dupify.limits.kv import KvUnavailable, RedisKv, keyed_tag
 from dupify.limits.scripts import (
     ADJUST_SCRIPT,
     GIVE_BACK_SCRIPT,
+    HIT_READING_SCRIPT,
     HIT_SCRIPT,
+    READ_SIGNAL_SCRIPT,
     RESERVE_SCRIPT,
     TAKE_SCRIPT,
 )
@@ -118,7 +120,11 @@ class Limiter:
             self._give_back_script = register(GIVE_BACK_SCRIPT)
             self._reserve_script = register(RESERVE_SCRIPT)
             self._adjust_script = register(ADJUST_SCRIPT)
+            self._hit_reading_script = register(HIT_READING_SCRIPT)
+            self._read_token_script = register(READ_SIGNAL_SCRIPT)
             kv.on_recovery(self._after_outage)
+
+    kv = property(lambda self: self._kv, doc="The Redis connection, None when embedded.")
 
     @property
     def backend(self) -> str:
@@ -172,7 +178,38 @@ class Limiter:
             count, ttl_s = int(raw_count), int(raw_ttl) / 1000
         except KvUnavailable:
             count, ttl_s = self.memory.hit(name, cost, window_s)
-        return _decision(count <= limit, count, ttl_s, limit, window_s)
+        return decision_of(count <= limit, count, ttl_s, limit, window_s)
+
+    async def hit_reading(
+        self, bucket: str, identity: str, window_s: int, token: str, token_ttl_ms: int
+    ) -> tuple[int, float, str | None]:
+        """`hit` (cost 1) as (count, seconds left) and, in the same Redis round trip, the value
+        of `token` (made when missing; dupify.keys.signal); None if counted here (Redis down)."""
+        name = self._rate_name(bucket, identity)
+        if self._kv is not None:
+            keys = [self._redis_key(name), self._redis_key(token)]
+            args: list[int | str] = [1, window_s * 1000, secrets.token_hex(16), token_ttl_ms]
+            script = self._hit_reading_script
+            try:
+                count, ttl_ms, value = await self._kv.call(
+                    lambda c: script(keys=keys, args=args, client=c)
+                )
+                return int(str(count)), int(str(ttl_ms)) / 1000, _text(value)
+            except KvUnavailable:
+                pass
+        count, ttl_s = self.memory.hit(name, 1, window_s)
+        return count, ttl_s, None
+
+    async def read_token(self, token: str, token_ttl_ms: int) -> str | None:
+        """The value of `token` (created when missing) in one round trip; None without Redis."""
+        if self._kv is None:
+            return None
+        keys, args = [self._redis_key(token)], [secrets.token_hex(16), str(token_ttl_ms)]
+        try:
+            script = self._read_token_script
+            return _text(await self._kv.call(lambda c: script(keys=keys, args=args, client=c)))
+        except KvUnavailable:
+            return None
 
     async def take(self, bucket: str, identity: str, limit: int, window_s: int) -> Decision:
         """Take one of `limit` slots in `identity`'s window, only while one is free: of N
@@ -188,7 +225,7 @@ class Limiter:
             allowed, ttl_s = bool(taken), max(0, int(ttl_ms)) / 1000
         except KvUnavailable:
             allowed, count, ttl_s = self.memory.take(name, limit, window_s)
-        return _decision(allowed, int(count), ttl_s, limit, window_s)
+        return decision_of(allowed, int(count), ttl_s, limit, window_s)
 
     async def give_back(self, bucket: str, identity: str) -> None:
         """Return a slot from `take` (one that turned out not to count)."""
@@ -345,7 +382,7 @@ class Limiter:
             log.info("re-seeding monthly quota counters after a redis outage (%d dropped)", removed)
 
 
-def _decision(allowed: bool, count: int, ttl_s: float, limit: int, window_s: int) -> Decision:
+def decision_of(allowed: bool, count: int, ttl_s: float, limit: int, window_s: int) -> Decision:
     return Decision(
         allowed=allowed,
         limit=limit,

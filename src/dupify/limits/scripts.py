@@ -62,3 +62,32 @@ if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[2] then return 0 end
 redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
 return 1
 """
+
+# KEYS[1] counter, KEYS[2] a token (the key cache's revocation signal, dupify.keys.signal);
+# ARGV: amount, window in ms, a fresh token, the token's TTL in ms. HIT_SCRIPT's count and the
+# token in one round trip: {count, ttl, token}. A missing token is created from the fresh one,
+# so a Redis that lost its keys gives every cache a token it never saw.
+HIT_READING_SCRIPT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+local token = redis.call('GET', KEYS[2])
+if not token then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  token = ARGV[3]
+end
+return {count, ttl, token}
+"""
+
+# KEYS[1] a token; ARGV: a fresh token, its TTL in ms. The token, created when missing.
+READ_SIGNAL_SCRIPT = """
+local token = redis.call('GET', KEYS[1])
+if not token then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  token = ARGV[1]
+end
+return token
+"""

@@ -1,4 +1,5 @@
-"""Service announcements (PRIVACY row 7): one email per account that has not objected to them."""
+"""Service announcements (PRIVACY row 7): one email per account that has not objected to them,
+each with a one-click unsubscribe link (`dupify.mail.unsubscribe`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Session
 from dupify.accounts.models import Account
 from dupify.audit.service import record_event
 from dupify.mail.outbox import OutboxError, enqueue
+from dupify.mail.unsubscribe import announcement_footer
 
 SUBJECT_MAX = 300
 
@@ -27,22 +29,30 @@ def announcement_recipients(session: Session) -> list[tuple[str, str]]:
 
 
 def announce(
-    session: Session, *, subject: str, body: str, actor_account_id: str | None = None
+    session: Session,
+    *,
+    subject: str,
+    body: str,
+    actor_account_id: str | None = None,
+    link_base: str | None = None,
 ) -> int:
-    """Queue the announcement in the caller's transaction; returns how many were queued."""
+    """Queue the announcement in the caller's transaction; returns how many were queued.
+    `link_base`: the portal's public address for the unsubscribe link (default: the sender's
+    `portal.public_url`, or its own host and port)."""
     subject = subject.strip()
     if not subject or len(subject) > SUBJECT_MAX:
         raise OutboxError(f"an announcement needs a subject of 1 to {SUBJECT_MAX} characters")
     if not body.strip():
         raise OutboxError("an announcement needs a body")
     recipients = announcement_recipients(session)
+    footer = announcement_footer(link_base)
     for account_id, email in recipients:
         enqueue(
             session,
             kind="announcement",
             to_address=email,
             subject=subject,
-            body=body,
+            body=body.rstrip("\n") + footer,
             account_id=account_id,
         )
     record_event(

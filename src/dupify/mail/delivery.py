@@ -3,7 +3,8 @@ each outcome and retry with back-off; `MailSender` runs that loop in the server.
 
 A one-time link's token is put into its message only here, in memory, as the message goes to
 the transport, and the seed it is made from is wiped once the message is sent or has failed for
-good (`dupify.mail.links`): after that the database holds no way to the link.
+good (`dupify.mail.links`): after that the database holds no way to the link. An announcement
+gets its unsubscribe link's seed when it is first claimed (`dupify.mail.unsubscribe`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dupify.accounts.models import Account
 from dupify.config import MailSettings, Settings
 from dupify.db import transaction, utcnow
 from dupify.keys.secret import server_secret
-from dupify.mail.links import render
+from dupify.mail import unsubscribe
+from dupify.mail.links import TOKEN_SLOT, render
 from dupify.mail.models import OutboxMessage
 from dupify.mail.outbox import add_wake_listener
 from dupify.mail.transports import (
@@ -51,7 +53,10 @@ def retry_delay(attempt: int, settings: MailSettings) -> timedelta:
 
 
 def claim_due(
-    sessions: sessionmaker[Session], settings: MailSettings, now: datetime
+    sessions: sessionmaker[Session],
+    settings: MailSettings,
+    now: datetime,
+    secret: bytes | None = None,
 ) -> list[ClaimedMessage]:
     """Take up to a batch of due pending messages for this sender.
 
@@ -59,6 +64,7 @@ def claim_due(
     row already moved by another process no longer matches, so no two senders take the same row.
     On PostgreSQL the inner SELECT skips rows another claim has locked instead of waiting; on
     SQLite the UPDATE is the transaction's first statement, so it holds the write lock throughout.
+    With the server `secret`, a claimed announcement without its unsubscribe seed gets one.
 
     A message whose claims have used up `max_attempts` without an outcome being recorded (its
     sender died or raised mid-send every time) is marked failed instead of claimed again, so
@@ -105,7 +111,38 @@ def claim_due(
         claimed = [ClaimedMessage(*row) for row in session.execute(claim)]
         session.execute(give_up)
         withdrawn = _withdraw_objected_announcements(session, claimed)
-    return [message for message in claimed if message.id not in withdrawn]
+        claimed = [message for message in claimed if message.id not in withdrawn]
+        if secret is not None:
+            claimed = _seed_unsubscribe_links(session, claimed, secret, now)
+    return claimed
+
+
+def _seed_unsubscribe_links(
+    session: Session, claimed: list[ClaimedMessage], secret: bytes, now: datetime
+) -> list[ClaimedMessage]:
+    """Give each claimed announcement whose unsubscribe link has no seed yet its seed and token
+    row; a retry later reuses the same seed, so every copy of the message carries one link."""
+    ready = []
+    for message in claimed:
+        if (
+            message.kind == "announcement"
+            and message.link_seed is None
+            and TOKEN_SLOT in message.body
+        ):
+            account_id = session.scalar(
+                select(OutboxMessage.account_id).where(OutboxMessage.id == message.id)
+            )
+            if account_id is not None:
+                seed = unsubscribe.issue(session, account_id, secret=secret, now=now)
+                session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id == message.id)
+                    .values(link_seed=seed)
+                    .execution_options(synchronize_session=False)
+                )
+                message = replace(message, link_seed=seed)
+        ready.append(message)
+    return ready
 
 
 def _withdraw_objected_announcements(
@@ -163,15 +200,22 @@ def record_outcomes(
             )
 
 
-def with_links(messages: Sequence[ClaimedMessage], secret: bytes) -> list[ClaimedMessage]:
-    """The sendable messages as sent: each one-time link's token made from its seed."""
-    return [
-        replace(message, body=render(message.body, message.link_seed, secret))
-        if message.link_seed
-        else message
-        for message in messages
-        if message.link_seed != ""
-    ]
+def with_links(
+    messages: Sequence[ClaimedMessage], secret: bytes, public_url: str | None = None
+) -> list[ClaimedMessage]:
+    """The sendable messages as sent: each one-time link's token made from its seed, and the
+    deployment's address where the queuing code knew none (`unsubscribe.BASE_SLOT`)."""
+    sendable = []
+    for message in messages:
+        if message.link_seed == "":
+            continue
+        body = message.body
+        if message.link_seed:
+            body = render(body, message.link_seed, secret)
+        if public_url and unsubscribe.BASE_SLOT in body:
+            body = body.replace(unsubscribe.BASE_SLOT, public_url.rstrip("/"))
+        sendable.append(replace(message, body=body) if body != message.body else message)
+    return sendable
 
 
 def next_due_at(sessions: sessionmaker[Session]) -> datetime | None:
@@ -215,6 +259,7 @@ class MailSender:
         self.settings = settings.mail
         self.transport = transport or transport_for(settings)
         self._secret = server_secret(settings)
+        self._public_url = settings.portal.public_url or f"http://{settings.host}:{settings.port}"
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -224,10 +269,12 @@ class MailSender:
     async def deliver_due(self) -> DeliveryReport:
         """Claim one batch of due messages, send them and record what happened."""
         now = utcnow()
-        claimed = await asyncio.to_thread(claim_due, self.sessions, self.settings, now)
+        claimed = await asyncio.to_thread(
+            claim_due, self.sessions, self.settings, now, self._secret
+        )
         if not claimed:
             return DeliveryReport()
-        sendable = with_links(claimed, self._secret)
+        sendable = with_links(claimed, self._secret, self._public_url)
         outcomes = iter(await self.transport.send(sendable) if sendable else [])
         pairs = [
             (message, LINK_GONE if message.link_seed == "" else next(outcomes))

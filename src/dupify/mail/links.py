@@ -39,6 +39,11 @@ def token_from_seed(seed: str, secret: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def token_hash(raw: str, secret: bytes) -> str:
+    """What the table of one-time tokens keeps of a link's token: an HMAC with the secret."""
+    return hmac.new(secret, b"one-time:" + raw.encode(), hashlib.sha256).hexdigest()
+
+
 def render(body: str, seed: str, secret: bytes) -> str:
     """The body as sent: its link with the token in the slot."""
     return body.replace(TOKEN_SLOT, token_from_seed(seed, secret))

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from dupify.config import MailSettings, Settings
+from dupify.mail.unsubscribe import list_headers
 
 log = logging.getLogger("dupify.mail")
 # Links in a message body (one-time links carry no personal data, only a token).
@@ -177,6 +178,11 @@ class SmtpTransport:
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = make_msgid(domain=self.message_domain)
         email["Auto-Submitted"] = "auto-generated"
+        if message.kind == "announcement":
+            # RFC 8058 one-click unsubscribe (announcements only: the policy allows no
+            # objection to security or policy notices).
+            for name, value in list_headers(message.body).items():
+                email[name] = value
         email.set_content(message.body)
         return email
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from dupify.inference.models.faces import MODEL_VERSION as FACES_VERSION
 from dupify.inference.models.faces import WORKING_SIDE as FACES_WORKING_SIDE
@@ -37,6 +40,11 @@ class AnalysisOptions:
     embedding_model: str
     top_k: int = 5
     max_colors: int = 5
+    # Zero-shot labels: a model with a text tower scores `labels` against these names, whose
+    # unit vectors (one row per name, in its space) the route computed; None: the labels head.
+    labels_model: str | None = None
+    label_names: tuple[str, ...] = ()
+    label_vectors: npt.NDArray[np.float32] | None = field(default=None, compare=False)
 
 
 def models_for(registry: ModelRegistry, options: AnalysisOptions) -> list[str]:
@@ -44,7 +52,10 @@ def models_for(registry: ModelRegistry, options: AnalysisOptions) -> list[str]:
     needed: list[str] = []
     for feature in (SAFETY_ROLE, LABELS_ROLE):
         if feature in options.features:
-            model_id = registry.for_role(feature).id
+            if feature == LABELS_ROLE and options.labels_model is not None:
+                model_id = registry.get(options.labels_model).id
+            else:
+                model_id = registry.for_role(feature).id
             if model_id not in needed:
                 needed.append(model_id)
     if "embedding" in options.features and options.embedding_model not in needed:
@@ -57,7 +68,11 @@ def model_versions(registry: ModelRegistry, options: AnalysisOptions) -> dict[st
     versions: dict[str, str] = {}
     for feature in HEAD_FEATURES:
         if feature in options.features:
-            versions[feature] = registry.for_role(feature).heads[feature].version
+            if feature == LABELS_ROLE and options.labels_model is not None:
+                model = registry.get(options.labels_model)
+                versions[feature] = f"{model.id}@{model.version}"
+            else:
+                versions[feature] = registry.for_role(feature).heads[feature].version
     if "text" in options.features:
         versions["text"] = TEXT_VERSION
     if "faces" in options.features:

@@ -19,7 +19,7 @@ from dupify.errors import ApiError
 from dupify.images.workers import Decoder
 from dupify.inference.backend import InferenceBackend, ModelInput
 from dupify.inference.batcher import Rows
-from dupify.inference.models.base import EMBEDDING, FloatArray, ImageModel
+from dupify.inference.models.base import EMBEDDING, Array, FloatArray, ImageModel, text_tower_id
 from dupify.inference.models.faces import FaceDetector
 from dupify.inference.models.text import TextReader
 from dupify.inference.registry import FINGERPRINT_ROLE, ModelRegistry
@@ -31,6 +31,9 @@ from dupify.pipeline.pre import PIXEL_MEASURES, Inspection, inspect_image, inspe
 T = TypeVar("T")
 # Pixel measures alone work on a modest image (hashes resize to 32 px anyway).
 MEASURES_SIDE = 256
+# Token rows a text call puts into a text tower's queue at once (the queue holds at least 64:
+# config.Settings' check), so any number of label prompts is admitted in turns.
+TEXT_CHUNK = 64
 
 
 def every_or_first_error(outcomes: Sequence[T | ApiError], params: Sequence[str]) -> list[T]:
@@ -108,6 +111,9 @@ class Pipeline:
         self.backend = backend
         self.text_reader = text_reader
         self.face_detector = face_detector
+        # Each clip model's default zero-shot label vectors (the operator's label set), made on
+        # first use and kept: operator text, never a request's.
+        self._default_labels: dict[str, FloatArray] = {}
 
     # --- what callers run -------------------------------------------------------------------
 
@@ -178,12 +184,50 @@ class Pipeline:
             for item, text, face in zip(processed, texts, faces, strict=True)
         ]
 
+    async def tokenize(self, model_id: str, texts: Sequence[str]) -> list[Array]:
+        """Each text as its model's token row (in a thread: tokenising is CPU work)."""
+        encoder = self.registry.text_model(model_id).text_encoder
+        assert encoder is not None
+        return await asyncio.to_thread(encoder.tokenize, list(texts))
+
+    async def embed_tokens(self, model_id: str, rows: Sequence[Array]) -> list[FloatArray]:
+        """Each token row's unit vector through the model's text tower (micro-batched across
+        requests by the backend), in order."""
+        vectors: list[FloatArray] = []
+        for start in range(0, len(rows), TEXT_CHUNK):
+            chunk = rows[start : start + TEXT_CHUNK]
+            outcomes = await self.backend.infer(text_tower_id(model_id), list(chunk))
+            for outcome in outcomes:
+                if isinstance(outcome, ApiError):
+                    raise outcome
+                vectors.append(outcome[EMBEDDING])
+        return vectors
+
+    async def embed_texts(self, model_id: str, texts: Sequence[str]) -> list[FloatArray]:
+        """Each text's unit vector, in the same space as the model's image vectors."""
+        return await self.embed_tokens(model_id, await self.tokenize(model_id, texts))
+
+    async def default_label_vectors(self, model_id: str) -> FloatArray:
+        """The model's default label set's vectors (its prompts' mean each), made once."""
+        if model_id not in self._default_labels:
+            model = self.registry.text_model(model_id, "labels_model")
+            assert model.zero_shot is not None
+            labels = model.zero_shot.labels
+            prompts = await self.embed_texts(model_id, model.zero_shot.prompts(labels))
+            self._default_labels[model_id] = model.zero_shot.label_vectors(prompts, len(labels))
+        return self._default_labels[model_id]
+
     async def warm_up(self) -> None:
-        """One real image through every model, decode included (first-run allocations; /readyz)."""
+        """One real image through every model, decode included (first-run allocations; /readyz);
+        and one text through every text tower."""
         for model in self.registry.models:
             [vector] = await self.embed_all([_warm_up_png()], ["warm_up"], model.id, account=None)
             if vector.shape != (model.dimensions,) or not np.isfinite(vector).all():
                 raise RuntimeError(f"warm-up of {model.id} gave a bad embedding {vector.shape}")
+            if model.text_encoder is not None:
+                [text] = await self.embed_texts(model.id, ["warm up"])
+                if text.shape != (model.dimensions,) or not np.isfinite(text).all():
+                    raise RuntimeError(f"warm-up of {model.id}'s text tower gave {text.shape}")
 
     # --- the stages -------------------------------------------------------------------------
 

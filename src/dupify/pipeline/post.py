@@ -56,7 +56,9 @@ def analysis(
             "animated": image.animated,
             "exif_gps_present": image.exif_gps_present,
         }
-    if LABELS_ROLE in features:
+    if LABELS_ROLE in features and options.labels_model is not None:
+        result["labels"] = zero_shot_labels(rows, registry, options)
+    elif LABELS_ROLE in features:
         model = registry.for_role(LABELS_ROLE)
         probabilities = rows[model.id][model.heads[LABELS_ROLE].output]
         # A labels model may know fewer classes than `top_k` asks for; it gives all it has.
@@ -75,3 +77,15 @@ def analysis(
     if "embedding" in features:
         result["embedding"] = rows[options.embedding_model][EMBEDDING]
     return result
+
+
+def zero_shot_labels(
+    rows: Mapping[str, Rows], registry: ModelRegistry, options: AnalysisOptions
+) -> list[dict[str, Any]]:
+    """The labels of one image scored zero-shot: its embedding against each label's vector."""
+    model = registry.get(str(options.labels_model))
+    if model.zero_shot is None or options.label_vectors is None:
+        raise ValueError(f"{model.id} cannot score labels zero-shot")
+    scores = model.zero_shot.scores(rows[model.id][EMBEDDING], options.label_vectors)
+    top_k = min(options.top_k, len(options.label_names))
+    return top_labels(scores, options.label_names, top_k)

@@ -185,6 +185,7 @@ class Visitor:
             notice=values.pop("notice", notice),
             path=self.request.url.path,
             policy_banner=self.policy_banner,
+            supabase=self.runtime.settings.supabase,
             **values,
         )
         response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})

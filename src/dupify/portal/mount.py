@@ -14,6 +14,8 @@ from dupify.portal import (
     routes_auth,
     routes_keys,
     routes_playground,
+    routes_privacy,
+    routes_supabase,
     routes_usage,
 )
 from dupify.portal.context import exception_handlers
@@ -30,6 +32,8 @@ def install_portal(app: FastAPI, settings: Settings) -> None:
         routes_playground,
         routes_account,
         routes_admin,
+        routes_privacy,
+        routes_supabase,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

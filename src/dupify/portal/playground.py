@@ -18,11 +18,13 @@ from dupify.context import RequestContext
 from dupify.db import utcnow
 from dupify.errors import ApiError
 from dupify.inference.registry import EMBEDDING_ROLE
-from dupify.pipeline.features import DEFAULT_FEATURES, AnalysisOptions
+from dupify.pipeline.features import DEFAULT_FEATURES, AnalysisOptions, models_for
 from dupify.server.runtime import Runtime
 from dupify.usage.recorder import RequestRecord
 
 ENDPOINT = "POST /playground"
+# What the API answers by default, plus the boxes the page draws over the image.
+PLAYGROUND_FEATURES = DEFAULT_FEATURES | {"faces", "text"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,23 @@ class PlaygroundOutcome:
     comparison: dict[str, Any] | None
 
 
+def deciding_tier(comparison: dict[str, Any]) -> str:
+    """Which tier of `dupify.analysis.similarity` decided the verdict, in words."""
+    verdict, thresholds = comparison["verdict"], comparison["thresholds"]
+    if verdict == "exact_duplicate":
+        return "tier 1: the same bytes or the same pixels"
+    distances = comparison["hash_distance"]
+    hashes_match = (
+        distances["phash"] <= thresholds["phash_distance"]
+        and distances["dhash"] <= thresholds["dhash_distance"]
+    )
+    if verdict == "near_duplicate" and comparison["similarity"] < thresholds["near_duplicate"]:
+        return "tier 2: perceptual hashes (pHash and dHash) within their distances"
+    if verdict == "near_duplicate" and hashes_match:
+        return "tiers 2 and 3: perceptual hashes and embedding similarity"
+    return "tier 3: embedding similarity (cosine of the two embeddings)"
+
+
 async def analyse_uploads(
     ctx: RequestContext, runtime: Runtime, account: Account, uploads: list[tuple[str, bytes]]
 ) -> PlaygroundOutcome:
@@ -49,10 +68,11 @@ async def analyse_uploads(
     ctx.identify(account_id=account.id, key_id=None, plan=account.plan)
     wants_comparison = len(uploads) == 2
     status, error_code = 200, None
+    options: AnalysisOptions | None = None
     try:
         await runtime.meter.charge(ctx, len(uploads) + (2 if wants_comparison else 0))
         options = AnalysisOptions(
-            features=DEFAULT_FEATURES, embedding_model=runtime.registry.roles[EMBEDDING_ROLE]
+            features=PLAYGROUND_FEATURES, embedding_model=runtime.registry.roles[EMBEDDING_ROLE]
         )
         outcomes = await runtime.pipeline.analyze(
             [data for _, data in uploads], options, account=account.id
@@ -70,6 +90,7 @@ async def analyse_uploads(
                 [data for _, data in uploads], ["a", "b"], account=account.id
             )
             comparison = compare(first, second, DEFAULT_THRESHOLDS)
+            comparison["tier"] = deciding_tier(comparison)
         await runtime.meter.settle(ctx, analysed + (2 if comparison is not None else 0))
         return PlaygroundOutcome(images, comparison)
     except ApiError as exc:
@@ -94,5 +115,6 @@ async def analyse_uploads(
                 images=ctx.images if status == 200 else 0,
                 cached_images=0,
                 bytes_in=sum(len(data) for _, data in uploads),
+                model="+".join(models_for(runtime.registry, options)) if options else None,
             )
         )

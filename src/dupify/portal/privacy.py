@@ -1,4 +1,5 @@
-"""The facts /privacy states for this deployment: retention periods, providers, contact, version.
+"""The facts /privacy states for this deployment: retention periods, providers, contact, version;
+and the policy as plain text, which each version keeps (`dupify.privacy.policy`).
 
 Everything is read from the settings the running server enforces, so the page cannot drift from
 what the code does. Provider entries name the kind and host of each service, never credentials.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
@@ -78,7 +80,16 @@ def providers_of(settings: Settings) -> list[Provider]:
         inference = Provider(
             "Image processing", f"this server ({settings.inference.device.upper()}), in memory"
         )
-    return [stored, cache, mail, inference]
+    providers = [stored, cache, mail, inference]
+    if settings.supabase.enabled and settings.supabase.url:
+        providers.append(
+            Provider(
+                "Sign-in (optional)",
+                f"Supabase Auth at {_host_of(settings.supabase.url)}: your email address and an "
+                "access token when you choose to sign in with it",
+            )
+        )
+    return providers
 
 
 def policy_facts(settings: Settings) -> PolicyFacts:
@@ -97,3 +108,43 @@ def policy_facts(settings: Settings) -> PolicyFacts:
         reset_link_lifetime=humanise(portal.reset_link_lifetime),
         providers=providers_of(settings),
     )
+
+
+_BLOCKS = {"h1", "h2", "h3", "p", "li", "tr", "ul", "table", "div", "dd", "dt"}
+
+
+class _TextOf(HTMLParser):
+    """The text of an HTML fragment, one line per block (paragraph, list item, table row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self._line: list[str] = []
+
+    def _end_line(self) -> None:
+        text = " ".join("".join(self._line).split())
+        if text:
+            self.lines.append(text)
+        self._line = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCKS:
+            self._end_line()
+        elif tag == "td":
+            self._line.append(" | " if self._line else "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCKS:
+            self._end_line()
+
+    def handle_data(self, data: str) -> None:
+        self._line.append(data)
+
+
+def policy_text(html: str) -> str:
+    """The rendered policy (the `_policy.html` part of /privacy) as plain text."""
+    parser = _TextOf()
+    parser.feed(html)
+    parser.close()
+    parser._end_line()
+    return "\n".join(parser.lines) + "\n"

@@ -23,6 +23,7 @@ from dupify.audit.service import list_events, record_event
 from dupify.db import utcnow
 from dupify.keys.models import ApiKey
 from dupify.keys.service import KeyRequestError
+from dupify.keys.signal import credentials_changed
 from dupify.limits.ratelimit import month_of
 from dupify.mail.announcements import announce
 from dupify.mail.models import OutboxMessage
@@ -116,6 +117,7 @@ def change_plan(account_id: str, v: Visitor = Depends(operator)) -> Response:
             detail=f"{account.plan} -> {plan}",
         )
         account.plan = plan
+        credentials_changed(v.db)  # key caches hold the plan: the new limits apply at once
     return v.redirect("/admin", notice="admin_done")
 
 
@@ -176,6 +178,7 @@ def send_announcement(v: Visitor = Depends(operator)) -> Response:
             subject=v.field("subject"),
             body=v.form.get("body", ""),
             actor_account_id=_actor(v),
+            link_base=v.link(""),
         )
     except OutboxError as exc:
         raise PortalRefusal(

@@ -21,7 +21,6 @@ from dupify.portal.passwords import (
     needs_rehash,
     verify_password,
 )
-from dupify.portal.privacy import policy_facts
 from dupify.portal.sessions import end_all_sessions
 from dupify.portal.throttle import (
     login_allowed,
@@ -42,7 +41,7 @@ AGE_REFUSAL = (
 
 @router.get("/")
 def home(v: Visitor = Depends(visitor)) -> Response:
-    return v.render("index.html")
+    return v.render("index.html", base_url=v.link("").rstrip("/"))
 
 
 @router.get("/signup")
@@ -307,8 +306,3 @@ def reset_password(token: str, v: Visitor = Depends(visitor)) -> Response:
     mails.send_password_changed(db, account)
     v.sign_out()
     return v.redirect("/login", notice="password_reset")
-
-
-@router.get("/privacy")
-def privacy(v: Visitor = Depends(visitor)) -> Response:
-    return v.render("privacy.html", facts=policy_facts(v.runtime.settings))

@@ -1,10 +1,12 @@
-"""The API keys page: create (shown once), list with prefix, created and last used, revoke."""
+"""The API keys page: create (post/redirect/get; shown once, with quick-start snippets), list
+with prefix, created and last used, revoke."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from dupify.db import utcnow
@@ -17,7 +19,9 @@ from dupify.keys.service import (
     list_keys,
     revoke_key,
 )
+from dupify.portal import reveal
 from dupify.portal.context import PortalRefusal, Visitor, member
+from dupify.portal.snippets import quick_start
 
 router = APIRouter(include_in_schema=False)
 EXPIRY_CHOICES = {"never": None, "30": 30, "90": 90, "365": 365}
@@ -41,6 +45,7 @@ def _page(
     errors: dict[str, str] | None = None,
     values: dict[str, object] | None = None,
     created: CreatedKey | None = None,
+    spent: bool = False,
 ) -> Response:
     assert v.account is not None
     keys = list_keys(v.db, v.account.id)
@@ -55,12 +60,38 @@ def _page(
         errors=errors or {},
         values=values or {"scopes": list(SCOPES), "expiry": "never"},
         created=created,
+        spent=spent,
+        quick_start_sections=quick_start(
+            v.link(""), created.secret if created else None, v.runtime.settings.default_model
+        )
+        if created
+        else None,
     )
 
 
+def _cookie_token(v: Visitor) -> str:
+    return v.request.cookies.get(v.cookies.session, "")
+
+
 @router.get("/keys")
-def keys_page(v: Visitor = Depends(member)) -> Response:
-    return _page(v)
+def keys_page(
+    reveal_ticket: str = Query("", alias="reveal"), v: Visitor = Depends(member)
+) -> Response:
+    assert v.account is not None
+    if not reveal_ticket:
+        return _page(v)
+    shown = reveal.open_ticket(
+        v.db,
+        reveal_ticket,
+        account_id=v.account.id,
+        server_secret=v.secret,
+        cookie_token=_cookie_token(v),
+        now=utcnow(),
+    )
+    record = v.db.get(ApiKey, shown.key_id) if shown is not None else None
+    if shown is None or record is None or record.account_id != v.account.id:
+        return _page(v, spent=True)
+    return _page(v, created=CreatedKey(record=record, secret=shown.secret))
 
 
 @router.post("/keys")
@@ -93,7 +124,17 @@ def create_key_from_form(v: Visitor = Depends(member)) -> Response:
         expires_in=timedelta(days=days) if days else None,
         actor_account_id=v.account.id,  # create_key writes the key_created audit row
     )
-    return _page(v, status=201, created=created)
+    # Post/redirect/get: a reload repeats the GET (which shows the key once), never this POST.
+    ticket = reveal.seal(
+        v.db,
+        account_id=v.account.id,
+        key_id=created.record.id,
+        key_secret=created.secret,
+        server_secret=v.secret,
+        cookie_token=_cookie_token(v),
+        now=utcnow(),
+    )
+    return v.redirect(f"/keys?{urlencode({'reveal': ticket})}")
 
 
 @router.post("/keys/{key_id}/revoke")

@@ -7,8 +7,6 @@ server secret.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -16,12 +14,9 @@ from sqlalchemy.orm import Session
 
 from dupify.accounts.models import OneTimeToken
 from dupify.mail.links import new_seed, token_from_seed
+from dupify.mail.links import token_hash as token_hash  # the one HMAC of every link's token
 
 PURPOSES = ("verify_email", "reset_password", "change_email")
-
-
-def token_hash(raw: str, secret: bytes) -> str:
-    return hmac.new(secret, b"one-time:" + raw.encode(), hashlib.sha256).hexdigest()
 
 
 def issue_token(

@@ -38,6 +38,7 @@ from dupify.config import Settings
 from dupify.db import Base, after_commit, create_db_engine, session_factory, unit_of_work, utcnow
 from dupify.keys.models import ApiKey
 from dupify.keys.secret import server_secret
+from dupify.keys.signal import credentials_changed, publish_through
 from dupify.limits.backends import open_backends
 from dupify.mail.models import OutboxMessage
 from dupify.privacy.models import PolicyAcknowledgement
@@ -190,6 +191,7 @@ async def delete_account_outside_server(
     in the servers' memory, where its entries become unreadable with the keys and expire within
     the cache TTL."""
     engine = create_db_engine(settings.database_url)
+    publish_through(engine, settings)  # the servers' key caches learn of it through Redis
     try:
         async with AsyncExitStack() as stack:
             cache: CachedResults | None = None
@@ -242,6 +244,7 @@ def _delete_rows(
         result = cast(CursorResult[Any], session.execute(delete(table).where(condition)))
         removed[table.name] = removed.get(table.name, 0) + result.rowcount
     session.add(DeletionTombstone(initiated_by=initiated_by))
+    credentials_changed(session)  # servers' key caches drop the account's keys (keys.signal)
     # The audit trail keeps that a deletion happened, and who did it if it was an operator,
     # but nothing that identifies the deleted account (so no account_id here).
     actor = operator_id if operator_id != account_id else None

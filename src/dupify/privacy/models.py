@@ -1,10 +1,11 @@
-"""The policy-version tables: which versions were announced, and which each account has seen."""
+"""The policy-version tables: each version's text, which versions were announced, and which each
+account has seen."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dupify.db import Base, UtcDateTime, utcnow
@@ -29,3 +30,14 @@ class PolicyAcknowledgement(Base):
     )
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     acknowledged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PolicyVersion(Base):
+    """The text of a policy version as this deployment first showed it: kept when the version is
+    raised, so /privacy/changes can show what changed."""
+
+    __tablename__ = "policy_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    text: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -5,9 +5,9 @@ from dupify.accounts.models import Account, DeletionTombstone, OneTimeToken, Web
 from dupify.audit.models import AuditEvent
 from dupify.db import Base
 from dupify.jobs.models import JobLease
-from dupify.keys.models import ApiKey
+from dupify.keys.models import ApiKey, CredentialSignal
 from dupify.mail.models import OutboxMessage
-from dupify.privacy.models import PolicyAcknowledgement, PolicyNotice
+from dupify.privacy.models import PolicyAcknowledgement, PolicyNotice, PolicyVersion
 from dupify.usage.models import RequestLog
 
 __all__ = [
@@ -16,12 +16,14 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "CredentialSignal",
     "DeletionTombstone",
     "JobLease",
     "OneTimeToken",
     "OutboxMessage",
     "PolicyAcknowledgement",
     "PolicyNotice",
+    "PolicyVersion",
     "RequestLog",
     "WebSession",
 ]

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dupify.context import RequestContext
 from dupify.errors import ApiError
+from dupify.images.fetch import UrlFetcher
 from dupify.inference.backend import InferenceBackend
 from dupify.server.middleware import CONTEXT_KEY
 
@@ -43,7 +44,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     """The counters the HTTP layer updates, plus the model figures read at scrape time."""
 
-    def __init__(self, backend: Callable[[], InferenceBackend | None]) -> None:
+    def __init__(
+        self,
+        backend: Callable[[], InferenceBackend | None],
+        fetcher: Callable[[], UrlFetcher | None] = lambda: None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "dupify_http_requests",
@@ -77,6 +82,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_ModelCollector(backend))
+        self.registry.register(_UrlFetchCollector(fetcher))
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "(no route)"
@@ -144,6 +150,27 @@ class _ModelCollector(Collector):
             total = sum(size * count for size, count in stats.batch_sizes.items())
             sizes.add_metric([model_id], buckets, sum_value=total)
         yield from (images, batches, failed, rejected, queue, busy, sizes)
+
+
+class _UrlFetchCollector(Collector):
+    """Image URL fetch outcomes (dupify.images.fetch), read when Prometheus scrapes: what the
+    SSRF guard refused, by rule, is how an operator sees someone probing the network."""
+
+    def __init__(self, fetcher: Callable[[], UrlFetcher | None]) -> None:
+        self._fetcher = fetcher
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        fetcher = self._fetcher()
+        if fetcher is None:
+            return
+        outcomes = CounterMetricFamily(
+            "dupify_image_url_fetches",
+            "Image URLs by outcome: ok, or the error code and, for url_forbidden, the rule.",
+            labels=["outcome", "rule"],
+        )
+        for (outcome, rule), count in sorted(fetcher.outcomes.items()):
+            outcomes.add_metric([outcome, rule], count)
+        yield outcomes
 
 
 class MetricsMiddleware:

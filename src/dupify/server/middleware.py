@@ -115,6 +115,7 @@ class RequestContextMiddleware:
                 images=ctx.images,
                 cached_images=ctx.cached_images,
                 bytes_in=ctx.bytes_in,
+                model=ctx.model,
             )
         )
 

@@ -9,8 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.abuse.guard import KeyGuessingGuard
 from dupify.config import Settings
-from dupify.inference.backend import InferenceBackend
+from dupify.images.fetch import UrlFetcher
+from dupify.inference.backend import InferenceBackend, LocalBackend
 from dupify.inference.registry import ModelRegistry
+from dupify.inference.remote import RemoteBackend
 from dupify.limits.cache import ResultCache
 from dupify.limits.metering import Meter
 from dupify.limits.ratelimit import Limiter
@@ -32,3 +34,12 @@ class Runtime:
     cache: ResultCache  # the 24-hour result cache (dupify.limits.cache)
     meter: Meter  # rate limits and quota reservations per request (dupify.limits.metering)
     key_guard: KeyGuessingGuard  # the API-key guessing throttle (dupify.abuse.guard)
+    url_fetcher: UrlFetcher  # images given by URL, behind the SSRF guard (dupify.images.fetch)
+
+
+def build_backend(registry: ModelRegistry, settings: Settings) -> InferenceBackend:
+    """The configured core stage: this process's models (`local`), or GPU workers behind a
+    RunPod Serverless endpoint or `dupify worker serve` (`runpod`, docs/deployment.md)."""
+    if settings.inference.backend == "runpod":
+        return RemoteBackend(registry, settings.inference, settings.runpod)
+    return LocalBackend(registry, settings.inference)

@@ -27,3 +27,6 @@ class RequestLog(Base):
     images: Mapped[int] = mapped_column(Integer, default=0)
     cached_images: Mapped[int] = mapped_column(Integer, default=0)
     bytes_in: Mapped[int] = mapped_column(Integer, default=0)
+    # Which model(s) answered (`/v1/analyze` may run several, joined with `+`): a model id, for
+    # the per-model breakdown; nothing about the caller or the input.
+    model: Mapped[str | None] = mapped_column(String(120), default=None)

@@ -4,7 +4,8 @@ dashboard both read it here, so they never disagree.
 Percentiles are computed in Python over the latencies of each group (linear interpolation between
 closest ranks, as PostgreSQL's percentile_cont and numpy's default do), so SQLite and PostgreSQL
 give the same answer. `LatencySummary`, `UsageRow` and `UsageTotals` are also `/v1/usage`'s
-response schema: a change to their fields changes the public API.
+response schema: a change to their fields changes the public API. The portal's request-log page
+and its CSV download filter the same rows here (`LogFilter`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from dupify.usage.models import RequestLog
@@ -62,7 +63,8 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 
 
 def usage_rows(session: Session, account_id: str, since: datetime, until: datetime) -> list[Any]:
-    """The request-log rows `summarise` reads: one account's, created in [since, until)."""
+    """The request-log rows `summarise` reads (and the dashboard's per-key breakdown, by key_id):
+    one account's, created in [since, until)."""
     return list(
         session.execute(
             select(
@@ -72,6 +74,8 @@ def usage_rows(session: Session, account_id: str, since: datetime, until: dateti
                 RequestLog.latency_ms,
                 RequestLog.images,
                 RequestLog.cached_images,
+                RequestLog.key_id,
+                RequestLog.model,
             )
             .where(RequestLog.account_id == account_id)
             .where(RequestLog.created_at >= since, RequestLog.created_at < until)
@@ -108,3 +112,97 @@ def summarise(rows: Sequence[Any]) -> tuple[list[UsageRow], UsageTotals]:
         errors=sum(group.errors for group in data),
     )
     return data, totals
+
+
+# -- the request-log page ---------------------------------------------------------------------
+
+LOG_PAGE_SIZE = 50
+EXPORT_MAX_ROWS = 100_000  # a CSV download's cap (90 days of logs rarely come near it)
+STATUS_FILTERS = {
+    "all": "all",
+    "2xx": "successful (2xx)",
+    "4xx": "client errors (4xx)",
+    "5xx": "server errors (5xx)",
+    "errors": "all errors (4xx and 5xx)",
+}
+# The key filter's value for requests made while signed in to the portal (the playground).
+NO_KEY = "none"
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    status: str = "all"
+    endpoint: str = ""
+    key: str = ""  # a key id, NO_KEY, or "" for all
+    start: date | None = None
+    end: date | None = None
+    page: int = 1
+
+
+def _log_conditions(account_id: str, chosen: LogFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [RequestLog.account_id == account_id]
+    if chosen.status == "2xx":
+        conditions.append(RequestLog.status < 300)
+    elif chosen.status == "4xx":
+        conditions += [RequestLog.status >= 400, RequestLog.status < 500]
+    elif chosen.status == "5xx":
+        conditions.append(RequestLog.status >= 500)
+    elif chosen.status == "errors":
+        conditions.append(RequestLog.status >= 400)
+    if chosen.endpoint:
+        conditions.append(RequestLog.endpoint == chosen.endpoint)
+    if chosen.key == NO_KEY:
+        conditions.append(RequestLog.key_id.is_(None))
+    elif chosen.key:
+        conditions.append(RequestLog.key_id == chosen.key)
+    if chosen.start is not None:
+        conditions.append(
+            RequestLog.created_at >= datetime.combine(chosen.start, time.min, tzinfo=UTC)
+        )
+    if chosen.end is not None and chosen.end < date.max:  # no day after date.max to stop at
+        after = datetime.combine(chosen.end + timedelta(days=1), time.min, tzinfo=UTC)
+        conditions.append(RequestLog.created_at < after)
+    return conditions
+
+
+def log_page(session: Session, account_id: str, chosen: LogFilter) -> tuple[list[RequestLog], int]:
+    """One page of the account's log, newest first, and the number of matching rows."""
+    conditions = _log_conditions(account_id, chosen)
+    total = int(
+        session.scalar(select(func.count()).select_from(RequestLog).where(*conditions)) or 0
+    )
+    rows = session.scalars(
+        select(RequestLog)
+        .where(*conditions)
+        .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+        .offset((chosen.page - 1) * LOG_PAGE_SIZE)
+        .limit(LOG_PAGE_SIZE)
+    )
+    return list(rows), total
+
+
+def log_rows(session: Session, account_id: str, chosen: LogFilter) -> list[RequestLog]:
+    """Every row the filter matches (the page number aside), newest first, up to the cap."""
+    return list(
+        session.scalars(
+            select(RequestLog)
+            .where(*_log_conditions(account_id, chosen))
+            .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+            .limit(EXPORT_MAX_ROWS)
+        )
+    )
+
+
+def account_endpoints(session: Session, account_id: str) -> list[str]:
+    query = select(RequestLog.endpoint).where(RequestLog.account_id == account_id).distinct()
+    return sorted(session.scalars(query))
+
+
+def latest_errors(session: Session, account_id: str, limit: int = 10) -> list[RequestLog]:
+    query = (
+        select(RequestLog)
+        .where(RequestLog.account_id == account_id, RequestLog.status >= 400)
+        .order_by(RequestLog.created_at.desc(), RequestLog.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))

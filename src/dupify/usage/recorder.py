@@ -47,6 +47,7 @@ class RequestRecord:
     images: int
     cached_images: int
     bytes_in: int
+    model: str | None = None
 
 
 # Runs around each flush's commit, after its rows are inserted (see `UsageRecorder.flush`).

@@ -4,21 +4,44 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from dupify.inference.assets import AssetError
 from dupify.inference.session import OrtSession, SessionPolicy
+from dupify.inference.zero_shot import ZeroShotScoring
 
 FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
 
 # The output key every model's `predict` must fill: (N, dimensions) float32, L2-normalised rows.
 EMBEDDING = "embedding"
+# What a model embeds; a model with a text tower (an operator's CLIP or SigLIP) has both.
+IMAGE = "image"
+TEXT = "text"
+
+
+def text_tower_id(model_id: str) -> str:
+    """The inference backend's name for a model's text tower (its own micro-batcher)."""
+    return f"{model_id}#text"
+
+
+class TextEncoder(Protocol):
+    """A model's text tower: strings -> token rows (`tokenize`, pure), rows -> unit vectors in
+    the image tower's space (`predict`, on a stacked batch of rows)."""
+
+    input_shape: tuple[int, ...]  # one tokenised text: (2, max_length) int64, ids then mask
+
+    def tokenize(self, texts: Sequence[str]) -> list[Array]: ...
+
+    def token_count(self, row: Array) -> int: ...
+
+    def predict(self, batch: Array) -> Mapping[str, Array]: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +73,9 @@ class ImageModel(ABC):
     # downscale to it, never below
     heads: ClassVar[Mapping[str, Head]] = {}
     label_names: tuple[str, ...] = ()  # the classes of a "labels" head, in output order
+    modalities: ClassVar[tuple[str, ...]] = (IMAGE,)
+    text_encoder: TextEncoder | None = None  # set by models whose modalities include text
+    zero_shot: ZeroShotScoring | None = None  # how such a model scores labels zero-shot
 
     def __init__(self, policy: SessionPolicy) -> None:
         self.policy = policy
@@ -57,8 +83,9 @@ class ImageModel(ABC):
         self._check_outputs()
 
     @abstractmethod
-    def load(self) -> bytes:
-        """The serialised ONNX graph this model runs, checked against what its version pins."""
+    def load(self) -> bytes | Path:
+        """The serialised ONNX graph this model runs (or its checked file: a large export, or
+        one with external data, is opened from disk), checked against what its version pins."""
 
     @abstractmethod
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:

@@ -1,0 +1,386 @@
+"""`make bench`: Dupify against the server a user would write by hand, in one run, one table.
+
+Three servers, started in turn on 127.0.0.1 with the same stack (uvicorn, httptools, the same
+worker count) and driven by the same C load generator (Debian's `wrk`, so the client does not
+eat the cores it measures, through bench/wrk_bodies.lua):
+
+- the hand-written peer (bench/peer_server.py: FastAPI + Pillow + ONNX Runtime, full decode,
+  batch 1, JSON floats, the same graph and preprocessing as Dupify's default model);
+- the framework floor (bench/floor_server.py: read the body, hash it, answer a stored 1024-d
+  vector as JSON floats; no auth, limits or log): what a cache hit is measured against;
+- `dupify serve` (a fresh database, a plan whose limits the bench cannot reach).
+
+Every request of a miss row carries new bytes (a numbered JPEG comment over the same pixels,
+written by the Lua script), so no cache answers; the cache-hit rows repeat one body (Dupify's is
+primed first). Each row is the median of `--rounds` wrk runs of `--seconds` after one warm-up
+run; a row whose responses were not all 2xx, or whose X-Cache said otherwise than the row
+expects, is marked. The model rows run in this process on pre-made tensors with the servers
+stopped. Then the ratios of issue 16 with pass/fail. `--chart` writes docs/performance-chart.png.
+
+    make bench                                      # 3 rounds of 10 s per row
+    .venv/bin/python bench/bench_peers.py --rounds 1 --seconds 2 --warmup 1   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from skimage import data as samples
+
+from dupify.config import InferenceSettings
+from dupify.inference.registry import ModelRegistry
+
+BENCH = Path(__file__).resolve().parent
+LUA = BENCH / "wrk_bodies.lua"
+MARKER = b"@@DUPIFYSTAMP@@@"  # 16 bytes; the Lua script writes a stamp over each
+VISUAL, SEMANTIC = "dupify-visual-1", "dupify-semantic-1"
+BOUNDARY = "dupifybenchboundary"
+# The bench measures serving, not a plan's requests per minute or images per month.
+UNLIMITED_PLAN = {
+    f"DUPIFY_PLANS__{plan}__{limit}": "1000000000"
+    for plan in ("FREE", "PRO")
+    for limit in ("REQUESTS_PER_MINUTE", "IMAGES_PER_MONTH")
+}
+
+
+def jpeg_of(size: tuple[int, int]) -> bytes:
+    """The astronaut at `size`, quality 90, with a comment segment holding the stamp marker."""
+    photo = Image.fromarray(samples.astronaut()).resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    return jpeg[:2] + b"\xff\xfe" + (len(MARKER) + 2).to_bytes(2, "big") + MARKER + jpeg[2:]
+
+
+def multipart_of(images: list[bytes]) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{i}.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + image
+        + b"\r\n"
+        for i, image in enumerate(images)
+    ]
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk row: where to send which body, and what X-Cache must say."""
+
+    name: str
+    path: str
+    body: str  # a key of the bodies dict
+    images: int = 1
+    mode: str = "distinct"  # or "repeat" (one body, cache hits)
+    content_type: str = "image/jpeg"
+    expect_cache: str | None = None  # "hit" / "miss" for Dupify's rows
+
+
+@dataclass
+class Row:
+    server: str
+    name: str
+    images: int
+    rates: list[float] = field(default_factory=list)  # requests/s per round
+    p50s: list[float] = field(default_factory=list)  # ms
+    p99s: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(self.rates) if self.rates else float("nan")
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.p50s) if self.p50s else float("nan")
+
+    @property
+    def p99(self) -> float:
+        return statistics.median(self.p99s) if self.p99s else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """One server process, its output read all along (a full pipe would block it)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.process.stdout is not None
+        stream = self.process.stdout
+        threading.Thread(target=lambda: self.output.extend(stream), daemon=True).start()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited:\n" + "".join(self.output))
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_plain(module: str, workers: int) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(BENCH)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    return Server(argv, dict(os.environ), BENCH, port)
+
+
+def start_dupify(workdir: Path, workers: int) -> tuple[Server, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPIFY_")}
+    env.update({"COLUMNS": "200", **UNLIMITED_PLAN})
+    dupify = str(Path(sys.executable).parent / "dupify")
+    subprocess.run([dupify, "migrate"], cwd=workdir, env=env, check=True, capture_output=True)
+    argv = [dupify, "serve", "--port", str(port), "--workers", str(workers)]
+    server = Server(argv, env, workdir, port)
+    for line in server.output:
+        for word in line.split():
+            if word.startswith("dpy_") and len(word) == 42:
+                return server, word
+    server.stop()
+    raise RuntimeError("no first-start key in the server's output:\n" + "".join(server.output))
+
+
+def run_wrk(args: argparse.Namespace, url: str, body_file: Path, load: Load, key: str) -> dict:
+    argv = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.seconds}s"]
+    argv += ["--timeout", "60s", "-s", str(LUA), url, "--"]
+    argv += [str(body_file), load.mode, load.content_type, key]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.seconds + 120)
+    for line in done.stdout.splitlines():
+        if line.startswith("WRK_RESULT "):
+            result: dict = json.loads(line.removeprefix("WRK_RESULT "))
+            return result
+    raise RuntimeError(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
+
+
+def measure(
+    args: argparse.Namespace, server: Server, name: str, loads: list[Load], key: str, files: dict
+) -> list[Row]:
+    rows = []
+    for load in loads:
+        row = Row(name, load.name, load.images)
+        url = server.base + load.path
+        run_wrk(args, url, files[load.body], load, key) if args.warmup else None
+        for _ in range(args.rounds):
+            result = run_wrk(args, url, files[load.body], load, key)
+            seconds = result["duration_us"] / 1e6
+            row.rates.append(result["requests"] / seconds)
+            row.p50s.append(result["p50_us"] / 1000)
+            row.p99s.append(result["p99_us"] / 1000)
+            if not result["requests"]:
+                row.problems.append("no response within a run: lengthen --seconds")
+            errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+            if errors:
+                row.problems.append(f"{errors} errors/non-2xx")
+            wrong = result["misses"] if load.expect_cache == "hit" else result["hits"]
+            if load.expect_cache and wrong:
+                row.problems.append(f"{wrong} X-Cache not {load.expect_cache}")
+        rows.append(row)
+        print(f"  {name:6} {load.name:34} {row.rps:8.1f} req/s  p50 {row.p50:7.1f} ms", flush=True)
+    return rows
+
+
+def model_rates(rounds: int, images: int) -> tuple[float, float]:
+    """Images/s of the default model alone at batch 16, and of the two analyze models back to
+    back at batch 16 (pre-made tensors, this process, every core), medians of `rounds`."""
+    cores = len(os.sched_getaffinity(0))
+    registry = ModelRegistry(InferenceSettings(intra_op_threads=cores))
+    visual, semantic = registry.get(VISUAL), registry.get(SEMANTIC)
+    batch = 16
+
+    def rate(models: list) -> float:
+        tensors = [np.zeros((batch, *m.input_shape), dtype=np.float32) for m in models]
+        for model, tensor in zip(models, tensors, strict=True):
+            model.predict(tensor)  # warm-up
+        rates = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(max(1, images // batch)):
+                for model, tensor in zip(models, tensors, strict=True):
+                    model.predict(tensor)
+            rates.append(max(1, images // batch) * batch / (time.perf_counter() - started))
+        return statistics.median(rates)
+
+    return rate([visual]), rate([visual, semantic])
+
+
+def ratio_lines(rows: dict[tuple[str, str], Row], alone: float, pair: float) -> list[str]:
+    def get(server: str, name: str) -> Row:
+        return rows[(server, name)]
+
+    d512, p512 = get("dupify", "embeddings 512 px"), get("peer", "embeddings 512 px")
+    d12, p12 = get("dupify", "embeddings 12 MP"), get("peer", "embeddings 12 MP")
+    hit, floor = get("dupify", "cache hit 512 px"), get("floor", "cache hit 512 px")
+    analyze, batch = (
+        get("dupify", "analyze 512 px (default features)"),
+        get("dupify", "batch of 16 x 512 px"),
+    )
+    checks = [
+        ("512 px: Dupify req/s >= 1.25 x peer", ratio(d512.rps, p512.rps), 1.25, True),
+        ("512 px: Dupify p99 <= peer p99 (ratio <= 1)", ratio(d512.p99, p512.p99), 1.0, False),
+        ("12 MP: Dupify req/s >= 4 x peer", ratio(d12.rps, p12.rps), 4.0, True),
+        ("cache hit: req/s >= 0.6 x floor", ratio(hit.rps, floor.rps), 0.6, True),
+        ("cache hit: p50 <= 2 x floor p50", ratio(hit.p50, floor.p50), 2.0, False),
+        (
+            "analyze 512 px >= 0.6 x its two models back to back",
+            ratio(analyze.rps, pair),
+            0.6,
+            True,
+        ),
+        (
+            "16-image request >= 0.7 x model alone b16 (img/s)",
+            ratio(batch.rps * 16, alone),
+            0.7,
+            True,
+        ),
+    ]
+    lines = []
+    for text, value, bound, at_least in checks:
+        ok = value >= bound if at_least else value <= bound  # False for nan (a row went empty)
+        lines.append(f"{'PASS' if ok else 'FAIL'}  {text}: {value:.2f}")
+    return lines
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and a == a else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per row (median)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run")
+    parser.add_argument("--warmup", type=int, default=1, help="1: one uncounted run per row")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, every server")
+    parser.add_argument("--model-images", type=int, default=64, help="per model round")
+    parser.add_argument("--chart", action="store_true", help="write docs/performance-chart.png")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
+
+    small, large = jpeg_of((512, 512)), jpeg_of((4000, 3000))
+    peer_loads = [
+        Load("embeddings 512 px", "/embed", "512"),
+        Load("embeddings 12 MP", "/embed", "12mp"),
+    ]
+    floor_loads = [Load("cache hit 512 px", "/embed", "512", mode="repeat")]
+    dupify_loads = [
+        Load("embeddings 512 px", "/v1/embeddings", "512", expect_cache="miss"),
+        Load("embeddings 12 MP", "/v1/embeddings", "12mp", expect_cache="miss"),
+        Load("cache hit 512 px", "/v1/embeddings", "512", mode="repeat", expect_cache="hit"),
+        Load("analyze 512 px (default features)", "/v1/analyze", "512", expect_cache="miss"),
+        Load(
+            "batch of 16 x 512 px",
+            "/v1/embeddings",
+            "batch16",
+            images=16,
+            content_type=f"multipart/form-data; boundary={BOUNDARY}",
+            expect_cache="miss",
+        ),
+    ]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        files = {"512": work / "512.body", "12mp": work / "12mp.body"}
+        files["batch16"] = work / "batch16.body"
+        files["512"].write_bytes(small)
+        files["12mp"].write_bytes(large)
+        files["batch16"].write_bytes(multipart_of([small] * 16))
+        cores = len(os.sched_getaffinity(0))
+        print(
+            f"{cores} cores, {args.workers} worker(s), {args.connections} connections", flush=True
+        )
+        for name, module, loads in (
+            ("peer", "peer_server", peer_loads),
+            ("floor", "floor_server", floor_loads),
+        ):
+            server = start_plain(module, args.workers)
+            try:
+                rows += measure(args, server, name, loads, "-", files)
+            finally:
+                server.stop()
+        (work / "dupify").mkdir()
+        server, key = start_dupify(work / "dupify", args.workers)
+        try:
+            primed = httpx.post(
+                server.base + "/v1/embeddings",
+                content=small.replace(MARKER, b"r%015d" % 1),  # the "repeat" body
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
+                timeout=120,
+            )
+            primed.raise_for_status()
+            rows += measure(args, server, "dupify", dupify_loads, key, files)
+        finally:
+            server.stop()
+    alone, pair = model_rates(max(3, args.rounds), args.model_images)
+    print_table(args, rows, alone, pair)
+    if args.chart:
+        from peer_chart import write_chart
+
+        target = BENCH.parent / "docs" / "performance-chart.png"
+        write_chart(rows, target)
+        print(f"chart: {target}")
+
+
+def print_table(args: argparse.Namespace, rows: list[Row], alone: float, pair: float) -> None:
+    print()
+    print(
+        f"| server | load | req/s | images/s | p50 ms | p99 ms | notes |  "
+        f"(median of {args.rounds} x {args.seconds} s, {args.connections} connections)"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(f"| model alone | {VISUAL}, batch 16, pre-made tensors | | {alone:.1f} | | | |")
+    print(f"| model alone | {VISUAL} + {SEMANTIC} back to back, batch 16 | | {pair:.1f} | | | |")
+    for row in rows:
+        notes = "; ".join(sorted(set(row.problems))) or ""
+        print(
+            f"| {row.server} | {row.name} | {row.rps:.1f} | {row.rps * row.images:.1f} | "
+            f"{row.p50:.1f} | {row.p99:.1f} | {notes} |"
+        )
+    print()
+    for line in ratio_lines({(r.server, r.name): r for r in rows}, alone, pair):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
