@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,8 @@ from dupify.api.texts import looks_like_image
 from dupify.inference.backend import LocalBackend
 from dupify.inference.registry import ModelRegistry
 from support.api import ApiContext
-from support.clip_api import clip_registry, colour, post, running_backend, vectors
+from support.clip_api import colour, post, vectors
 from support.onnx_builders import COLOURS, DIMENSIONS, solid_embedding, write_exports
-
-
-@pytest.fixture(scope="module")
-def registry_clip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelRegistry]:
-    yield clip_registry(tmp_path_factory.mktemp("exports"))
-
-
-@pytest.fixture(scope="module")
-async def backend_clip(registry_clip: ModelRegistry) -> AsyncIterator[LocalBackend]:
-    async for backend in running_backend(registry_clip):
-        yield backend
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ real loader on small exports whose colour words embed exactly like solid images 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,20 +12,9 @@ import pytest
 from dupify.inference.backend import LocalBackend
 from dupify.inference.registry import ModelRegistry
 from support.api import ApiContext
-from support.clip_api import clip_registry, colour, post, running_backend
+from support.clip_api import colour, post
 
 UNLIMITED = {"free": {"requests_per_minute": 100_000, "images_per_month": 100_000}}
-
-
-@pytest.fixture(scope="module")
-def registry_clip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelRegistry]:
-    yield clip_registry(tmp_path_factory.mktemp("exports"))
-
-
-@pytest.fixture(scope="module")
-async def backend_clip(registry_clip: ModelRegistry) -> AsyncIterator[LocalBackend]:
-    async for backend in running_backend(registry_clip):
-        yield backend
 
 
 @pytest.fixture

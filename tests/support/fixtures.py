@@ -32,6 +32,7 @@ from dupify.schema.migrate import upgrade
 from dupify.schema.tables import Base
 from support.api import Api, ApiContext
 from support.cli import Run, cli_env, cli_runner
+from support.clip_api import clip_registry, running_backend
 from support.image_server import FixedResolver, RecordingNetwork
 from support.kv import SHARED_REDIS_URL, RedisServer, delete_prefix
 from support.servers import free_port
@@ -141,6 +142,18 @@ async def backend(registry: ModelRegistry) -> AsyncIterator[LocalBackend]:
     await running.start()
     yield running
     await running.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_clip(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    """Tiny CLIP- and DINO-shaped operator models built for the run (support.onnx_builders)."""
+    return clip_registry(tmp_path_factory.mktemp("exports"))
+
+
+@pytest.fixture(scope="session")
+async def backend_clip(registry_clip: ModelRegistry) -> AsyncIterator[LocalBackend]:
+    async for running in running_backend(registry_clip):
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from dupify.errors import ApiError
+
+ItemT = TypeVar("ItemT")
 
 log = logging.getLogger("dupify.inference.batcher")
 
@@ -48,6 +50,45 @@ class _Job:
     item: Array
     future: asyncio.Future[Rows]
     enqueued_at: float
+
+
+async def gather_batch(
+    take: Callable[[], ItemT | None],
+    wakeup: asyncio.Event,
+    closing: Callable[[], bool],
+    max_batch: int,
+    deadline_of: Callable[[ItemT], float],
+) -> list[ItemT] | None:
+    """Wait for a first item, then for more until `deadline_of(first)` (monotonic seconds) or
+    until the batch is full: how a micro-batch forms, here and in the remote backend's lanes.
+
+    `take` pops the oldest item still wanted (or None), `wakeup` is set whenever one is added,
+    `closing` says the owner is stopping. None once stopping with nothing left to do.
+    """
+    first = take()
+    while first is None:
+        if closing():
+            return None
+        wakeup.clear()
+        await wakeup.wait()
+        first = take()
+    batch = [first]
+    deadline = deadline_of(first)
+    while len(batch) < max_batch:
+        item = take()
+        if item is not None:
+            batch.append(item)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or closing():
+            break
+        wakeup.clear()
+        try:
+            async with asyncio.timeout(remaining):
+                await wakeup.wait()
+        except TimeoutError:
+            break
+    return batch
 
 
 class MicroBatcher:
@@ -247,37 +288,17 @@ class MicroBatcher:
         return None
 
     async def _next_batch(self) -> list[_Job] | None:
-        """Wait for a first item, then for more until it has waited max_wait or the batch is full.
-
-        Returns None once stopping with nothing left to do.
-        """
+        """The next batch to run, or None once stopping with nothing left to do."""
         assert self._wakeup is not None
-        first = self._take_live()
-        while first is None:
-            if self._closing:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-            first = self._take_live()
-        batch = [first]
         # The deadline counts from when the first item arrived, so time spent queued behind a
         # running batch is part of its wait budget rather than added on top of it.
-        deadline = first.enqueued_at + self.max_wait_s
-        while len(batch) < self.max_batch:
-            job = self._take_live()
-            if job is not None:
-                batch.append(job)
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closing:
-                break
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                break
-        return batch
+        return await gather_batch(
+            self._take_live,
+            self._wakeup,
+            lambda: self._closing,
+            self.max_batch,
+            lambda first: first.enqueued_at + self.max_wait_s,
+        )
 
     def _run_batch(self, batch: list[_Job]) -> list[Rows]:
         """In the executor thread: stacking and splitting copy megabytes, so not on the loop."""

@@ -17,7 +17,7 @@ import numpy as np
 from dupify.config import InferenceSettings, RunpodSettings
 from dupify.errors import ApiError
 from dupify.inference.backend import InputKind, LocalBackend, ModelInput
-from dupify.inference.batcher import Array, BatcherStats, Rows
+from dupify.inference.batcher import Array, BatcherStats, Rows, gather_batch
 from dupify.inference.breaker import CircuitBreaker
 from dupify.inference.endpoint import Endpoint, JobFailed
 from dupify.inference.models.base import text_tower_id
@@ -171,30 +171,13 @@ class _Lane:
         return None
 
     async def _next_batch(self) -> list[_Item] | None:
-        first = self._take_live()
-        while first is None:
-            if self._closing:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-            first = self._take_live()
-        batch = [first]
-        wait_until = time.monotonic() + self._settings.max_wait_ms / 1000
-        while len(batch) < self._settings.max_batch:
-            item = self._take_live()
-            if item is not None:
-                batch.append(item)
-                continue
-            remaining = wait_until - time.monotonic()
-            if remaining <= 0 or self._closing:
-                break
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                break
-        return batch
+        return await gather_batch(
+            self._take_live,
+            self._wakeup,
+            lambda: self._closing,
+            self._settings.max_batch,
+            lambda first: time.monotonic() + self._settings.max_wait_ms / 1000,
+        )
 
     async def _send(self, batch: list[_Item]) -> None:
         """Encode (in a thread), split under the payload cap, and run the jobs concurrently."""
