@@ -1,9 +1,9 @@
 -- wrk script for bench/bench_peers.py: POSTs pre-made request bodies read at init.
 --
--- Arguments (after wrk's `--`): <body file> <mode> <content type> <api key or ->.
+-- Arguments (after wrk's `--`): <body file> <mode> <content type> <api key or -> <run number>.
 -- The body file holds one request body with one or more 16-byte markers (STAMP_MARKER) inside
--- JPEG comment segments. Mode "distinct" writes a stamp unique to this thread, request and
--- image over each marker, so every request carries new bytes (same pixels) and no cache can
+-- JPEG comment segments. Mode "distinct" writes a stamp unique to this run, thread, request
+-- and image over each marker, so every request carries new bytes (same pixels) and no cache can
 -- answer; mode "repeat" writes one fixed stamp, so every request is the same body (cache hits).
 -- done() prints one JSON line the driver reads: counts, latency percentiles (microseconds),
 -- errors, and how many responses said X-Cache: hit or miss.
@@ -14,6 +14,7 @@ local thread_number = 0
 local threads = {}
 local pieces = {}
 local mode = "distinct"
+local run = 0
 local headers = {}
 hits = 0
 misses = 0
@@ -29,6 +30,7 @@ function init(args)
    local body = file:read("*a")
    file:close()
    mode = args[2]
+   run = tonumber(args[5] or "0")
    headers["Content-Type"] = args[3]
    if args[4] ~= "-" then
       headers["Authorization"] = "Bearer " .. args[4]
@@ -59,7 +61,8 @@ function request()
    local parts = {}
    for i = 1, #pieces - 1 do
       table.insert(parts, pieces[i])
-      table.insert(parts, string.format("%02d%03d%011d", i % 100, number % 1000, counter))
+      -- 16 characters: run, thread, image, request.
+      table.insert(parts, string.format("%03d%02d%02d%09d", run, number % 100, i % 100, counter))
    end
    table.insert(parts, pieces[#pieces])
    return wrk.format("POST", nil, headers, table.concat(parts))
