@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
 from dupify.analysis.similarity import (
     DEFAULT_THRESHOLDS,
@@ -65,6 +64,7 @@ from dupify.pipeline.features import (
     model_versions,
     models_for,
 )
+from dupify.server.json import VectorJSONResponse
 from dupify.server.runtime import Runtime
 
 router = APIRouter(tags=["images"])
@@ -101,7 +101,7 @@ PIXEL_MEASURES_VERSION = "pixels@1"
 )
 async def analyze(
     request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
-) -> JSONResponse:
+) -> VectorJSONResponse:
     runtime, body = await read_image_request(request)
     query = dict(request.query_params)
     options = request_options(body, query, AnalyzeRequest, AnalyzeOptions)
@@ -171,7 +171,7 @@ async def analyze(
     # Images that failed are not billed; the request's candidate labels are, one unit each.
     await runtime.meter.settle(ctx, processed + billed_labels)
     usage = {"images": processed, "cached_images": ctx.cached_images}
-    return JSONResponse(
+    return VectorJSONResponse(
         {
             "object": "analysis",
             "results": results,
@@ -206,14 +206,14 @@ def _result_bytes(result: dict[str, Any]) -> bytes:
 )
 async def compare_images(
     request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
-) -> JSONResponse:
+) -> VectorJSONResponse:
     runtime, body = await read_image_request(request)
     items = _compare_items(body)
     ctx.model = runtime.registry.roles[FINGERPRINT_ROLE]
     await runtime.meter.charge(ctx, len(items))
     images = await images_of(request, items)
     (first, second), cache_state = await _fingerprints(ctx, runtime, images)
-    return JSONResponse(
+    return VectorJSONResponse(
         {
             "object": "comparison",
             "model": runtime.registry.roles[FINGERPRINT_ROLE],
@@ -258,7 +258,7 @@ def _compare_items(body: RequestBody) -> list[ImageItem]:
 )
 async def find_duplicates(
     request: Request, ctx: RequestContext = Depends(require_scope("analyze"))
-) -> JSONResponse:
+) -> VectorJSONResponse:
     runtime, body = await read_image_request(request)
     if body.form == "json":
         validated(DuplicatesRequest, body.json, strict=True)
@@ -267,7 +267,7 @@ async def find_duplicates(
     await runtime.meter.charge(ctx, len(items))
     images = await images_of(request, items)
     fingerprints, cache_state = await _fingerprints(ctx, runtime, images)
-    return JSONResponse(
+    return VectorJSONResponse(
         {
             "object": "duplicates",
             "model": runtime.registry.roles[FINGERPRINT_ROLE],

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from dupify.api.deps import authenticate_request, get_runtime, require_scope
@@ -40,6 +39,7 @@ from dupify.inference.models.base import ImageModel
 from dupify.inference.registry import EMBEDDING_ROLE
 from dupify.limits.cache import cached_results, x_cache
 from dupify.pipeline.post import with_dimensions
+from dupify.server.json import VectorJSONResponse
 from dupify.server.runtime import Runtime
 
 router = APIRouter()
@@ -72,7 +72,7 @@ router = APIRouter()
 )
 async def create_embeddings(
     request: Request, ctx: RequestContext = Depends(require_scope("embeddings"))
-) -> JSONResponse:
+) -> VectorJSONResponse:
     runtime, body = await read_image_request(request)
     limits = runtime.settings.limits
     options: EmbeddingOptions = request_options(
@@ -90,14 +90,27 @@ async def create_embeddings(
     except ApiError as error:
         raise text_to_image_model(error, body.json, model.id) from error
     full, cache_state = await image_vectors(ctx, runtime, model, images)
-    response = EmbeddingsResponse.model_validate(
-        {
-            "model": model.id,
-            "data": _data(full, options),
-            "usage": {"images": len(images), "cached_images": ctx.cached_images},
-        }
-    )
-    return JSONResponse(response.model_dump(exclude_none=True), headers={"X-Cache": cache_state})
+    usage = {"images": len(images), "cached_images": ctx.cached_images}
+    return _answer(model.id, full, options, usage, cache_state)
+
+
+def _answer(
+    model_id: str,
+    full: Sequence[np.ndarray],
+    options: EmbeddingOptions,
+    usage: dict[str, int],
+    cache_state: str,
+) -> VectorJSONResponse:
+    """The OpenAI-shaped list, `EmbeddingsResponse`'s fields built directly rather than through
+    the model: the vectors stay float32 arrays that orjson writes from their buffers (a Pydantic
+    round of 1024 Python floats per image cost more than the rest of a cache hit)."""
+    content = {
+        "object": "list",
+        "model": model_id,
+        "data": _data(full, options),
+        "usage": {"prompt_tokens": 0, "total_tokens": 0, **usage},
+    }
+    return VectorJSONResponse(content, headers={"X-Cache": cache_state})
 
 
 def _check_dimensions(model: ImageModel, dimensions: int | None) -> None:
@@ -112,7 +125,11 @@ def _check_dimensions(model: ImageModel, dimensions: int | None) -> None:
 def _data(full: Sequence[np.ndarray], options: EmbeddingOptions) -> list[dict[str, Any]]:
     vectors = with_dimensions(np.stack(full), options.dimensions)
     return [
-        {"index": index, "embedding": encode_vector(vector, options.encoding_format)}
+        {
+            "object": "embedding",
+            "index": index,
+            "embedding": encode_vector(vector, options.encoding_format),
+        }
         for index, vector in enumerate(vectors)
     ]
 
@@ -156,7 +173,7 @@ async def _embed_images_and_texts(
     fields: dict[str, Any],
     model: ImageModel,
     options: EmbeddingOptions,
-) -> JSONResponse:
+) -> VectorJSONResponse:
     """A model with a text tower: each JSON string is an image or a text (api.texts), all
     embedded into the one space, in request order; one input (either kind) is one unit."""
     limits = runtime.settings.limits
@@ -177,21 +194,14 @@ async def _embed_images_and_texts(
     await runtime.meter.charge(ctx, pending.count)
     split = await pending.resolved(request)
     ordered, hits, tokens = await item_vectors(ctx, runtime, model, split)
-    response = EmbeddingsResponse.model_validate(
-        {
-            "model": model.id,
-            "data": _data(ordered, options),
-            "usage": {
-                "prompt_tokens": tokens,
-                "total_tokens": tokens,
-                "images": len(split.images),
-                "texts": len(split.texts),
-                "cached_images": ctx.cached_images,
-            },
-        }
-    )
-    cache_state = x_cache(hits, split.count)
-    return JSONResponse(response.model_dump(exclude_none=True), headers={"X-Cache": cache_state})
+    usage = {
+        "prompt_tokens": tokens,
+        "total_tokens": tokens,
+        "images": len(split.images),
+        "texts": len(split.texts),
+        "cached_images": ctx.cached_images,
+    }
+    return _answer(model.id, ordered, options, usage, x_cache(hits, split.count))
 
 
 async def item_vectors(

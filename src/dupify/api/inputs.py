@@ -61,11 +61,12 @@ def check_count(count: int, maximum: int, param: str, minimum: int = 1) -> None:
         )
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
-    """A float list, or base64 of little-endian float32 (OpenAI's `encoding_format=base64`)."""
+def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
+    """The vector as float32 (JSON floats, written by `server.json.VectorJSONResponse` from the
+    array itself), or base64 of little-endian float32 (OpenAI's `encoding_format=base64`)."""
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return [float(value) for value in vector]
+    return np.ascontiguousarray(vector, dtype=np.float32)
 
 
 # An image as the request gave it, named by its param: uploaded bytes, or a JSON string (base64,

@@ -8,7 +8,6 @@ from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dupify.api.deps import require_scope
@@ -19,6 +18,7 @@ from dupify.api.texts import MAX_TEXTS, split_items
 from dupify.context import RequestContext
 from dupify.errors import ApiError
 from dupify.limits.cache import x_cache
+from dupify.server.json import VectorJSONResponse
 
 router = APIRouter(tags=["search"])
 
@@ -83,7 +83,7 @@ class RankResponse(BaseModel):
 )
 async def rank(
     request: Request, ctx: RequestContext = Depends(require_scope("embeddings"))
-) -> JSONResponse:
+) -> VectorJSONResponse:
     runtime, body = await read_image_request(request)
     if body.form != "json":
         raise ApiError("invalid_request", "/v1/rank takes a JSON body", param="body")
@@ -113,4 +113,4 @@ async def rank(
         }
     )
     state = x_cache(hits, split.count)
-    return JSONResponse(response.model_dump(), headers={"X-Cache": state})
+    return VectorJSONResponse(response.model_dump(), headers={"X-Cache": state})
