@@ -24,7 +24,6 @@ stopped. Then the ratios of issue 16 with pass/fail. `--chart` writes docs/perfo
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import os
@@ -42,9 +41,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
-from skimage import data as samples
 
+from bench_embeddings import UNLIMITED_PLAN
+from bench_embeddings import jpeg_of as plain_jpeg
 from dupify.config import InferenceSettings
 from dupify.inference.registry import ModelRegistry
 
@@ -53,20 +52,11 @@ LUA = BENCH / "wrk_bodies.lua"
 MARKER = b"@@DUPIFYSTAMP@@@"  # 16 bytes; the Lua script writes a stamp over each
 VISUAL, SEMANTIC = "dupify-visual-1", "dupify-semantic-1"
 BOUNDARY = "dupifybenchboundary"
-# The bench measures serving, not a plan's requests per minute or images per month.
-UNLIMITED_PLAN = {
-    f"DUPIFY_PLANS__{plan}__{limit}": "1000000000"
-    for plan in ("FREE", "PRO")
-    for limit in ("REQUESTS_PER_MINUTE", "IMAGES_PER_MONTH")
-}
 
 
 def jpeg_of(size: tuple[int, int]) -> bytes:
-    """The astronaut at `size`, quality 90, with a comment segment holding the stamp marker."""
-    photo = Image.fromarray(samples.astronaut()).resize(size, Image.Resampling.BICUBIC)
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=90)
-    jpeg = buffer.getvalue()
+    """The pipeline bench's photo at `size`, with a comment segment holding the stamp marker."""
+    jpeg = plain_jpeg(size)
     return jpeg[:2] + b"\xff\xfe" + (len(MARKER) + 2).to_bytes(2, "big") + MARKER + jpeg[2:]
 
 

@@ -171,6 +171,7 @@ async def test_statuses_and_pages_say_what_happened(route: Route, code: str, tex
     async with ImageServer({"/x": route}) as server:
         fetcher, _ = _fetcher(**LOCAL)
         assert text in _error(await _one(fetcher, server.url("/x")), code).message
+    assert fetcher.outcomes == {(code, ""): 1}
 
 
 async def test_unreachable_and_unknown_hosts() -> None:
@@ -217,6 +218,7 @@ async def test_disabled_fetching_refuses_every_url() -> None:
     fetcher, network = _fetcher(enabled=False)
     refused = _error(await _one(fetcher, "https://images.example.com/a.jpg"), "url_forbidden")
     assert "(rule: disabled)" in refused.message and network.dials == []
+    assert fetcher.outcomes == {("url_forbidden", "disabled"): 1}  # counted for /metrics too
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:

@@ -24,10 +24,9 @@ from dupify.images.workers import Decoder
 from support.fixtures import BIG_LIMITS
 from support.kv import redis_contents
 from support.samples import noise_png, photo_jpeg
-from support.stored import object_bytes, stored_values
+from support.stored import files_holding, object_bytes, snapshot, stored_values
 
 IMAGE_ROUTES = ("/v1/embeddings", "/v1/analyze", "/v1/compare", "/v1/duplicates")
-Snapshot = dict[str, tuple[int, int, int]]
 
 
 @pytest.fixture(scope="module")
@@ -54,35 +53,6 @@ def watched_directories(database_url: str) -> list[Path]:
     if url.get_backend_name() == "sqlite" and url.database:
         directories.add(Path(url.database).parent)
     return sorted(path for path in directories if path.is_dir())
-
-
-def snapshot(directories: list[Path]) -> Snapshot:
-    found: Snapshot = {}
-    for directory in directories:
-        for root, _, files in os.walk(directory, onerror=lambda _: None):
-            for name in files:
-                path = os.path.join(root, name)
-                try:
-                    info = os.lstat(path)
-                except OSError:
-                    continue  # removed meanwhile (other processes share /tmp)
-                found[path] = (info.st_mtime_ns, info.st_size, info.st_ino)
-    return found
-
-
-def files_holding(before: Snapshot, after: Snapshot, pieces: list[bytes]) -> list[str]:
-    """New or changed files (any process may write to /tmp meanwhile) that hold image bytes."""
-    hits = []
-    for path, state in after.items():
-        if before.get(path) == state:
-            continue
-        try:
-            data = Path(path).read_bytes()
-        except OSError:
-            continue
-        if any(piece in data for piece in pieces):
-            hits.append(path)
-    return hits
 
 
 def requests_for(route: str, image: bytes, small: bytes) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import secrets
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,14 @@ import httpx
 import pytest
 
 from support.kv import SHARED_REDIS_URL, delete_prefix
-from support.servers import BIN, Server, clean_env, start_server, stop_server
+from support.servers import (
+    Server,
+    clean_env,
+    new_account_key,
+    run_dupify,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,22 +37,11 @@ class Pair:
     env: dict[str, str]
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [str(BIN / "dupify"), *args],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        return run_dupify(self.workdir, self.env, *args)
 
     def new_key(self) -> tuple[str, str, str]:
         """A new free-plan account and its key: (email, key id, key)."""
-        email = f"cache-{secrets.token_hex(4)}@example.com"
-        self.cli("account", "create", "--email", email, "--name", "Cache test", "--plan", "free")
-        key = self.cli("key", "create", "--account", email).strip().splitlines()[-1]
+        email, key = new_account_key(self.workdir, self.env)
         listed = json.loads(self.cli("key", "list", "--account", email, "--json"))
         return email, listed[0]["id"], key
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ import pytest
 
 from support.kv import SHARED_REDIS_URL, delete_prefix
 from support.samples import noise_png
-from support.servers import BIN, Server, clean_env, start_server, stop_server
+from support.servers import (
+    Server,
+    clean_env,
+    new_account_key,
+    run_dupify,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,22 +37,11 @@ class Pair:
     env: dict[str, str]
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [str(BIN / "dupify"), *args],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        return run_dupify(self.workdir, self.env, *args)
 
     def new_key(self) -> tuple[str, str]:
         """A new free-plan account and its key: (email, key)."""
-        email = f"worker-{secrets.token_hex(4)}@example.com"
-        self.cli("account", "create", "--email", email, "--name", "Worker test", "--plan", "free")
-        return email, self.cli("key", "create", "--account", email).strip().splitlines()[-1]
+        return new_account_key(self.workdir, self.env)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ for and stopped, with its output kept (and read all along, so a full pipe never 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -118,3 +119,28 @@ def stop_server(server: Server) -> str:
     assert server.process.stdout is not None
     server.process.stdout.close()
     return "".join(server.output)
+
+
+def run_dupify(workdir: Path, env: dict[str, str], *args: str) -> str:
+    """`dupify <args>` as its own process beside test servers (their working directory and
+    environment, so their database and Redis): its output, once it has succeeded."""
+    result = subprocess.run(
+        [str(BIN / "dupify"), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def new_account_key(workdir: Path, env: dict[str, str], plan: str = "free") -> tuple[str, str]:
+    """A new account on `plan` and a key for it, made with the command line: (email, key)."""
+    email = f"user-{secrets.token_hex(4)}@example.com"
+    run_dupify(
+        workdir, env, "account", "create", "--email", email, "--name", "Test", "--plan", plan
+    )
+    key = run_dupify(workdir, env, "key", "create", "--account", email).strip().splitlines()[-1]
+    return email, key

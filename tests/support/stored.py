@@ -1,14 +1,20 @@
 """Test helper: everything a running app has stored (database values, an in-process cache's
-objects), as bytes, for the privacy tests that search it for what must never be kept."""
+objects, files new or changed on disk), as bytes, for the privacy tests that search it for what
+must never be kept (PRIVACY rows 5 and 5a-5c)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from sqlalchemy import select
 
 from dupify.schema.tables import Base
 from support.api import Api
+
+# path -> (mtime ns, size, inode): a file replaced in place shows as changed.
+Snapshot = dict[str, tuple[int, int, int]]
 
 
 def stored_values(api: Api) -> Iterator[bytes]:
@@ -42,3 +48,32 @@ def object_bytes(root: object, seen: set[int] | None = None, depth: int = 0) -> 
             yield from object_bytes(item, seen, depth + 1)
     elif hasattr(root, "__dict__") and not callable(root):
         yield from object_bytes(vars(root), seen, depth + 1)
+
+
+def snapshot(directories: list[Path]) -> Snapshot:
+    found: Snapshot = {}
+    for directory in directories:
+        for root, _, files in os.walk(directory, onerror=lambda _: None):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue  # removed meanwhile (other processes share /tmp)
+                found[path] = (info.st_mtime_ns, info.st_size, info.st_ino)
+    return found
+
+
+def files_holding(before: Snapshot, after: Snapshot, pieces: list[bytes]) -> list[str]:
+    """New or changed files (any process may write to /tmp meanwhile) that hold image bytes."""
+    hits = []
+    for path, state in after.items():
+        if before.get(path) == state:
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        if any(piece in data for piece in pieces):
+            hits.append(path)
+    return hits

@@ -10,7 +10,6 @@ import base64
 import itertools
 import os
 import secrets
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from dupify.usage.models import RequestLog
 from support.fixtures import migrated_postgres_database
 from support.kv import SHARED_REDIS_URL, delete_prefix
 from support.samples import encode
-from support.servers import BIN, clean_env, start_server, stop_server
+from support.servers import clean_env, new_account_key, start_server, stop_server
 from support.workers import start_worker
 
 pytestmark = pytest.mark.slow
@@ -76,23 +75,7 @@ def test_two_api_processes_and_one_worker_serve_a_load_together(tmp_path: Path) 
         )
         try:
             servers = [start_server(tmp_path, env), start_server(tmp_path, env)]
-            email = f"load-{secrets.token_hex(4)}@example.com"
-            subprocess.run(
-                [str(BIN / "dupify"), "account", "create", "--email", email, "--name", "Load"],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                check=True,
-            )
-            created = subprocess.run(
-                [str(BIN / "dupify"), "key", "create", "--account", email],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            api_key = created.stdout.strip().splitlines()[-1]
+            _, api_key = new_account_key(tmp_path, env)
             seeds = itertools.count()
             lock = threading.Lock()
             stop_at = time.monotonic() + LOAD_S

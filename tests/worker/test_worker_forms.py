@@ -7,7 +7,6 @@ rows; and no image bytes or pixels reach the disk meanwhile."""
 from __future__ import annotations
 
 import base64
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from support.api import ApiContext
 from support.backends import PassThroughBackend
 from support.samples import encode, sample_photos
 from support.settings import make_settings
+from support.stored import files_holding, snapshot
 from support.workers import (
     FORMS,
     PLANS,
@@ -115,20 +115,6 @@ def assert_close(local: Any, remote: Any, where: str = "") -> None:
         assert local == remote, where
 
 
-def snapshot(directories: list[Path]) -> dict[str, tuple[int, int]]:
-    found = {}
-    for directory in directories:
-        for root, _, files in os.walk(directory, onerror=lambda _: None):
-            for name in files:
-                path = os.path.join(root, name)
-                try:
-                    info = os.lstat(path)
-                except OSError:
-                    continue
-                found[path] = (info.st_mtime_ns, info.st_size)
-    return found
-
-
 def needles() -> list[bytes]:
     """Pieces of the first image as uploaded (bytes, base64), of its pixels as the model gets
     them, and of its job payload as it crosses the wire."""
@@ -194,14 +180,7 @@ async def test_the_remote_backend_answers_as_in_process_inference(
     assert remote_rows == local_rows and len(remote_rows) == len(request_script())
     assert remote_rows[-1][2] == "quota_exceeded"
 
-    after = snapshot(watched)
-    for path, state in after.items():
-        if before.get(path) == state:
-            continue
-        try:
-            data = Path(path).read_bytes()
-        except OSError:
-            continue
-        assert not any(piece in data for piece in needles()), f"{path} holds image data"
+    pieces = needles()
+    assert files_holding(before, snapshot(watched), pieces) == []
     logged = "".join(worker.output)
-    assert not any(piece.decode("latin-1") in logged for piece in needles()[1::3])
+    assert not any(piece.decode("latin-1") in logged for piece in pieces[1::3])

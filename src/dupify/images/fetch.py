@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 import socket
 import ssl
 from collections import Counter
@@ -38,7 +37,6 @@ Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "Dupify-ImageFetch/1"
 log = logging.getLogger(__name__)
-_RULE = re.compile(r"\(rule: (\w+)\)$")
 _REQUEST_HEADERS = [
     (b"User-Agent", USER_AGENT.encode()),
     (b"Accept", b"image/*"),
@@ -133,7 +131,7 @@ class UrlFetcher:
         """Each (param, url)'s bytes or its error, in order; at most `per_request` at once."""
         if not self.settings.enabled:
             refused = Refusal("url_forbidden", "disabled", "this server does not fetch image URLs")
-            return [_error(refused, param) for param, _ in items]
+            return [self._refused(refused, param) for param, _ in items]
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.per_process)
         process_slots = self._slots
@@ -144,61 +142,64 @@ class UrlFetcher:
                 try:
                     async with asyncio.timeout(self.settings.timeout_s):
                         async with process_slots:
-                            return await self._fetch(url, param)
+                            body = await self._fetch(url, param)
+                except _Refused as refused:
+                    return self._refused(refused.refusal, param)
                 except TimeoutError:
+                    self.outcomes["url_timeout", ""] += 1
                     return ApiError(
                         "url_timeout",
                         f"{param}: the URL did not answer in full within "
                         f"{self.settings.timeout_s:g} s",
                         param=param,
                     )
-                except ApiError as exc:
+                except ApiError as exc:  # what the answer said: a status, its size, a page
+                    self.outcomes[exc.code, ""] += 1
                     return exc
                 except Exception as exc:  # never a 500 for what a remote server does
                     # The type only: the message of a network error can carry the URL.
                     log.warning("image URL fetch failed unexpectedly: %s", type(exc).__name__)
-                    reason = "the fetch failed"
-                    return _error(Refusal("url_unreachable", "connect", reason), param)
-
-        outcomes = list(await asyncio.gather(*(one(param, url) for param, url in items)))
-        for outcome in outcomes:
-            if isinstance(outcome, bytes):
+                    failed = Refusal("url_unreachable", "connect", "the fetch failed")
+                    return self._refused(failed, param)
                 self.outcomes["ok", ""] += 1
-            else:
-                rule = _RULE.search(outcome.message) if outcome.code == "url_forbidden" else None
-                self.outcomes[outcome.code, rule.group(1) if rule else ""] += 1
-        return outcomes
+                return body
+
+        return list(await asyncio.gather(*(one(param, url) for param, url in items)))
+
+    def _refused(self, refusal: Refusal, param: str) -> ApiError:
+        """The refusal as the item's error, counted for /metrics (forbidden ones by rule)."""
+        self.outcomes[refusal.code, refusal.rule if refusal.code == "url_forbidden" else ""] += 1
+        return _error(refusal, param)
 
     async def _fetch(self, url: str, param: str) -> bytes:
         for _hop in range(self.settings.max_redirects + 1):
             checked = self.guard.check_url(url)
             if isinstance(checked, Refusal):
-                raise _error(checked, param)
-            addresses = await self._addresses(checked, param)
+                raise _Refused(checked)
+            addresses = await self._addresses(checked)
             refusal = self.guard.check_destination(checked, addresses)
             if refusal is not None:
-                raise _error(refusal, param)
+                raise _Refused(refusal)
             outcome = await self._get(checked, addresses, param)
             if isinstance(outcome, bytes):
                 return outcome
             url = urljoin(url, outcome)  # a redirect: check the next hop like the first
-        raise _error(
+        raise _Refused(
             Refusal(
                 "url_forbidden",
                 "max_redirects",
                 f"the URL redirected more than {self.settings.max_redirects} times",
-            ),
-            param,
+            )
         )
 
-    async def _addresses(self, target: Target, param: str) -> list[IPAddress]:
+    async def _addresses(self, target: Target) -> list[IPAddress]:
         if target.literal is not None:
             return [target.literal]
         try:
             return await self._resolve(target.host, target.port)
         except (OSError, UnicodeError) as exc:
             reason = "the URL's host name does not resolve"
-            raise _error(Refusal("url_unreachable", "dns", reason), param) from exc
+            raise _Refused(Refusal("url_unreachable", "dns", reason)) from exc
 
     async def _get(self, target: Target, addresses: list[IPAddress], param: str) -> bytes | str:
         """One hop: the body's bytes, or the `Location` of a redirect."""
@@ -223,7 +224,7 @@ class UrlFetcher:
             raise TimeoutError from exc
         except (httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError, OSError) as exc:
             reason = _unreachable_reason(exc)
-            raise _error(Refusal("url_unreachable", "connect", reason), param) from exc
+            raise _Refused(Refusal("url_unreachable", "connect", reason)) from exc
 
     async def _answer(self, response: httpcore.Response, param: str) -> bytes | str:
         headers = {name.decode("latin-1").lower(): value for name, value in response.headers}
@@ -256,6 +257,14 @@ class UrlFetcher:
             f"{param}: the URL's body is over the {self.max_image_bytes}-byte image cap",
             param=param,
         )
+
+
+class _Refused(Exception):
+    """Inside one URL's fetch: the guard (or the network) said no; `fetch_all` answers it."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
 
 
 def _error(refusal: Refusal, param: str) -> ApiError:
