@@ -15,7 +15,8 @@ written by the Lua script), so no cache answers; the cache-hit rows repeat one b
 primed first). Each row is the median of `--rounds` wrk runs of `--seconds` after one warm-up
 run; a row whose responses were not all 2xx, or whose X-Cache said otherwise than the row
 expects, is marked. The model rows run in this process on pre-made tensors with the servers
-stopped. Then the ratios of issue 16 with pass/fail. `--chart` writes docs/performance-chart.png.
+stopped. Then the ratios of issue 16 with pass/fail, and the memory bound under 200 concurrent
+maximum-size uploads (bench/bench_memory.py). `--chart` writes docs/performance-chart.png.
 
     make bench                                      # 3 rounds of 10 s per row
     .venv/bin/python bench/bench_peers.py --rounds 1 --seconds 2 --warmup 1   # a smoke run
@@ -28,13 +29,10 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +40,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench_embeddings import UNLIMITED_PLAN
 from bench_embeddings import jpeg_of as plain_jpeg
+from bench_servers import Server, start_dupify, start_plain
 from dupify.config import InferenceSettings
 from dupify.inference.registry import ModelRegistry
 
@@ -105,70 +103,6 @@ class Row:
     @property
     def p99(self) -> float:
         return statistics.median(self.p99s) if self.p99s else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """One server process, its output read all along (a full pipe would block it)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.output: list[str] = []
-        self.process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert self.process.stdout is not None
-        stream = self.process.stdout
-        threading.Thread(target=lambda: self.output.extend(stream), daemon=True).start()
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("server exited:\n" + "".join(self.output))
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("server did not start:\n" + "".join(self.output))
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_plain(module: str, workers: int) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(BENCH)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    argv += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
-    return Server(argv, dict(os.environ), BENCH, port)
-
-
-def start_dupify(workdir: Path, workers: int) -> tuple[Server, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPIFY_")}
-    env.update({"COLUMNS": "200", **UNLIMITED_PLAN})
-    dupify = str(Path(sys.executable).parent / "dupify")
-    subprocess.run([dupify, "migrate"], cwd=workdir, env=env, check=True, capture_output=True)
-    argv = [dupify, "serve", "--port", str(port), "--workers", str(workers)]
-    server = Server(argv, env, workdir, port)
-    for line in server.output:
-        for word in line.split():
-            if word.startswith("dpy_") and len(word) == 42:
-                return server, word
-    server.stop()
-    raise RuntimeError("no first-start key in the server's output:\n" + "".join(server.output))
 
 
 # Each wrk run gets its own number, stamped into every distinct body: a later round (or the
@@ -309,6 +243,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, every server")
     parser.add_argument("--model-images", type=int, default=64, help="per model round")
     parser.add_argument("--chart", action="store_true", help="write docs/performance-chart.png")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip item 3")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
@@ -369,6 +304,11 @@ def main() -> None:
             server.stop()
     alone, pair = model_rates(max(3, args.rounds), args.model_images)
     print_table(args, rows, alone, pair)
+    if args.memory:
+        from bench_memory import measure_memory, print_memory  # it starts Dupify as this does
+
+        with tempfile.TemporaryDirectory() as tmp:
+            print_memory(measure_memory(Path(tmp)))
     if args.chart:
         from peer_chart import write_chart
 

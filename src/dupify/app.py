@@ -19,6 +19,7 @@ from dupify.api.rank import router as rank_router
 from dupify.api.usage import router as usage_router
 from dupify.config import Settings
 from dupify.db import create_db_engine, session_factory
+from dupify.images.bodies import BodyRoom
 from dupify.images.fetch import UrlFetcher
 from dupify.images.workers import Decoder
 from dupify.inference.backend import InferenceBackend
@@ -26,7 +27,7 @@ from dupify.inference.registry import ModelRegistry, roles_for
 from dupify.inference.session import SessionPolicy
 from dupify.keys.cache import KeyCache
 from dupify.keys.secret import server_secret
-from dupify.keys.signal import publish_through
+from dupify.keys.signal import LocalTokenReader, publish_through
 from dupify.limits.backends import open_backends
 from dupify.limits.metering import Meter
 from dupify.pipeline.pipeline import build_pipeline
@@ -95,7 +96,13 @@ def create_app(
             # API-key authentication without a database join per request (dupify.keys.cache).
             publish_through(engine, settings)
             kv = limiter.kv
-            app.state.key_cache = key_cache = KeyCache(sessions, secret, shared=kv is not None)
+            app.state.key_cache = key_cache = KeyCache(
+                sessions,
+                secret,
+                shared=kv is not None,
+                local=None if kv is not None else LocalTokenReader.for_url(settings.database_url),
+            )
+            stack.callback(key_cache.close)
             if kv is not None:  # changes made while Redis was down could not signal
                 kv.on_recovery(lambda: asyncio.to_thread(key_cache.clear))
             app.state.runtime = Runtime(
@@ -118,6 +125,9 @@ def create_app(
                 key_guard=KeyGuessingGuard(settings.abuse),
                 url_fetcher=url_fetcher
                 or UrlFetcher(settings.image_urls, settings.limits.max_image_bytes),
+                body_room=BodyRoom(
+                    settings.server.body_room_bytes, settings.server.body_room_wait_s
+                ),
             )
             if settings.retention.scheduler_enabled:
                 scheduler = RetentionScheduler(sessions, settings, cache=cache)

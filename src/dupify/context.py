@@ -8,6 +8,7 @@ nothing there needs the framework's request object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,6 +42,8 @@ class RequestContext:
     # Headers for whatever response follows, errors included (e.g. the rate-limit headers).
     response_headers: dict[str, str] = field(default_factory=dict)
     reservation: Reservation | None = None
+    # Run once the request has ended, whatever its outcome (e.g. give back its body's room).
+    finishers: list[Callable[[], None]] = field(default_factory=list)
 
     def identify(
         self,

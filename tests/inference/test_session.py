@@ -88,17 +88,32 @@ def test_runs_a_graph_on_cpu_with_explicit_options() -> None:
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
-def test_zero_threads_means_one_per_available_core(tmp_path: Path) -> None:
+def test_zero_threads_share_the_available_cores_among_the_concurrent_batches(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "double.onnx"
     path.write_bytes(_double_graph())
-    session = OrtSession(str(path), SessionPolicy(device="cpu", intra_op_threads=0))
-    assert session.intra_op_threads == available_cores() >= 1
-    assert session._session.get_session_options().intra_op_num_threads == available_cores()
+    cores = available_cores()
+    # The CPU default: one batch per core, each single-threaded.
+    policy = SessionPolicy(device="cpu", intra_op_threads=0)
+    assert policy.batches == cores and policy.threads == 1
+    assert policy.exclusive_threads == cores  # OCR and faces: one call at a time, every core
+    session = OrtSession(str(path), policy)
+    assert session._session.get_session_options().intra_op_num_threads == 1
+    # One batch at a time (the GPU's way, or chosen): every core within it.
+    one_at_a_time = SessionPolicy(device="cpu", concurrent_batches=1)
+    assert one_at_a_time.threads == cores
+    session = OrtSession(str(path), one_at_a_time)
+    assert session._session.get_session_options().intra_op_num_threads == cores
+    explicit = SessionPolicy(device="cpu", intra_op_threads=3, concurrent_batches=2)
+    assert (explicit.batches, explicit.threads, explicit.exclusive_threads) == (2, 3, 3)
 
 
 def test_negative_threads_are_rejected() -> None:
     with pytest.raises(ValueError, match="intra_op_threads"):
         SessionPolicy(intra_op_threads=-1)
+    with pytest.raises(ValueError, match="concurrent_batches"):
+        SessionPolicy(concurrent_batches=-1)
 
 
 # Builds a session of each kind, as a server does: one under the policy, and RapidOCR's own.

@@ -1,6 +1,7 @@
 """The API-key cache (dupify.keys.cache) and its revocation signal (dupify.keys.signal): a cache
-hit makes no keys-and-accounts query (none at all with Redis; one primary-key read of the signal
-without), and every change that can refuse a key reaches the next request."""
+hit makes no keys-and-accounts query (none at all with Redis; without, one primary-key read of
+the signal: from an SQLite file by the cache's own connection, else through the engine), and
+every change that can refuse a key reaches the next request."""
 
 from __future__ import annotations
 
@@ -55,9 +56,19 @@ async def test_a_cache_hit_does_not_look_the_key_up(
     async with api_factory(**cache_backend) as api:
         key = api.new_key()
         app_engine: Engine = api.app.state.runtime.engine
+        cache: KeyCache = api.app.state.key_cache
+        local_reads: list[str | None] = []
+        read_locally = cache.local_token
+
+        def counted_local_token() -> str | None:
+            local_reads.append(read_locally())
+            return local_reads[-1]
+
+        cache.local_token = counted_local_token  # type: ignore[method-assign]
         with statements(app_engine) as first:
             assert await models(api, key) == 200
         assert key_lookups(first), "the first request looks the key up"
+        local_reads.clear()
         with statements(app_engine) as later:
             for _ in range(3):
                 assert await models(api, key) == 200
@@ -66,6 +77,10 @@ async def test_a_cache_hit_does_not_look_the_key_up(
         signal_reads = [sql for sql in later if "credential_signal" in sql]
         if cache_backend:  # the signal came with the rate limiter's Redis round trip
             assert signal_reads == []
+            assert local_reads == []
+        elif app_engine.dialect.name == "sqlite":  # read from the file by the cache's own
+            assert signal_reads == []  # connection, on the loop: no pool, no thread, no ORM
+            assert len(local_reads) == 3 and all(local_reads)
         else:  # one primary-key read of the signal per request
             assert len(signal_reads) == 3
             assert all(sql.startswith("select credential_signal.token") for sql in signal_reads)

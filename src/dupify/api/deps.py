@@ -110,7 +110,7 @@ async def _resolve(
             )
             signal = counted.token
         else:
-            signal = await asyncio.to_thread(cache.database_token)
+            signal = cache.local_token() or await asyncio.to_thread(cache.database_token)
         if signal is not None and signal == entry.token:
             return entry.principal, counted
     if cache.shared and signal is None:

@@ -13,7 +13,12 @@ from pydantic import BaseModel, ValidationError
 
 from dupify.api.deps import get_context, get_runtime
 from dupify.errors import ApiError, invalid_request_from
-from dupify.images.inputs import RequestBody, decode_base64_image, read_request_body
+from dupify.images.inputs import (
+    RAW_IMAGE_TYPES,
+    RequestBody,
+    decode_base64_image,
+    read_request_body,
+)
 from dupify.server.runtime import Runtime
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -23,8 +28,17 @@ async def read_image_request(request: Request) -> tuple[Runtime, RequestBody]:
     """The runtime and the request's body in whichever input form, read under the byte caps
     (after the key was checked) and noted for the usage log."""
     runtime = get_runtime(request)
-    body = await read_request_body(request, runtime.settings.limits)
-    get_context(request).bytes_in = body.size
+    ctx = get_context(request)
+    limits = runtime.settings.limits
+    # Room for the body in the process's budget first (the memory bound, images.bodies). A raw
+    # image declared over the per-image cap needs none: it is refused before it is read.
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    cap = limits.max_body_bytes
+    if media_type in RAW_IMAGE_TYPES:
+        cap = min(cap, limits.max_image_bytes)
+    await runtime.body_room.hold(request.headers.get("content-length"), cap, ctx.finishers)
+    body = await read_request_body(request, limits)
+    ctx.bytes_in = body.size
     return runtime, body
 
 

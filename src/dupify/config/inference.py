@@ -15,7 +15,12 @@ class InferenceSettings(BaseModel):
     """How models run: device, threads and micro-batching."""
 
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    intra_op_threads: int = Field(0, ge=0, description="0 = one per available core")
+    intra_op_threads: int = Field(
+        0, ge=0, description="threads of one model run; 0 = available cores / concurrent_batches"
+    )
+    concurrent_batches: int = Field(
+        0, ge=0, description="batches of one model run at once; 0 = one per core on CPU, 1 on GPU"
+    )
     spin_wait: bool = Field(False, description="ORT threads spin-wait; off: cores left to decoders")
     decode_workers: int = Field(0, ge=0, description="decoder processes; 0 = one per core")
     max_batch: int = Field(16, gt=0)

@@ -80,3 +80,10 @@ class ServerSettings(BaseModel):
     # of body_timeout_s; the time the app leaves it unread does not count against the client.
     body_timeout_s: float = Field(20.0, gt=0)
     body_min_rate: int = Field(500, ge=0, description="bytes per second; 0 = any progress")
+    # The memory bound under many concurrent uploads (dupify.images.bodies, docs/operations.md).
+    body_room_bytes: int = Field(
+        256 * MiB, gt=0, description="request bodies one process holds at once; more wait"
+    )
+    body_room_wait_s: float = Field(
+        10.0, ge=0, description="how long a body waits for room before 503 overloaded"
+    )

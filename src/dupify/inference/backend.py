@@ -13,6 +13,7 @@ from dupify.errors import ApiError
 from dupify.inference.batcher import BatcherStats, MicroBatcher, Rows
 from dupify.inference.models.base import Array, text_tower_id
 from dupify.inference.registry import ModelRegistry
+from dupify.inference.session import SessionPolicy
 
 # What `infer` takes for every model: "tensors", each the output of the model's `preprocess`;
 # or "images", each an upload's bytes as received.
@@ -87,6 +88,7 @@ class LocalBackend:
 
     def __init__(self, registry: ModelRegistry, settings: InferenceSettings) -> None:
         self._registry = registry
+        runners = SessionPolicy.from_settings(settings).batches
         self._batchers = {
             model.id: MicroBatcher(
                 model.predict,
@@ -96,6 +98,7 @@ class LocalBackend:
                 retry_after_s=settings.overload_retry_after_s,
                 name=model.id,
                 item_shape=tuple(model.input_shape),
+                concurrency=runners,
             )
             for model in registry.models
         }
@@ -111,6 +114,7 @@ class LocalBackend:
                     retry_after_s=settings.overload_retry_after_s,
                     name=text_tower_id(model.id),
                     item_shape=tuple(model.text_encoder.input_shape),
+                    concurrency=runners,
                 )
 
     async def start(self) -> None:

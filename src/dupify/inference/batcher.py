@@ -37,7 +37,7 @@ class BatcherStats:
     cancelled: int
     queue_depth: int
     last_batch_size: int
-    busy_seconds: float
+    busy_seconds: float  # summed over runners: up to `concurrency` x wall time
     batch_sizes: dict[int, int] = field(default_factory=dict)  # size -> batches of that size
 
     @property
@@ -94,12 +94,15 @@ async def gather_batch(
 class MicroBatcher:
     """Collects items from concurrent callers into batches of up to `max_batch` for `predict`.
 
-    The collector takes the oldest waiting item, then waits until that item has waited
-    `max_wait_ms` (or the batch is full) for company, stacks the batch and runs `predict` in
-    a dedicated one-thread executor: one inference at a time, ONNX Runtime threads within it,
-    and the event loop never blocked. While a batch runs, new items queue up and form the next
-    batch, so under load batches fill without waiting. The queue of waiting items is bounded;
-    a full queue answers `overloaded` (503 + Retry-After) immediately instead of growing latency.
+    The collector waits for a free runner, takes the oldest waiting item, then waits until
+    that item has waited `max_wait_ms` (or the batch is full) for company, and hands the batch
+    to a runner: `predict` in the batcher's own executor of `concurrency` threads, so up to
+    `concurrency` batches run at once and the event loop is never blocked. While every runner
+    is busy, new items queue up and form the next batch, so under load batches fill without
+    waiting. On a CPU, several single-threaded runners beat one batch spread over every core
+    (`dupify.inference.session.SessionPolicy.batches` says why). The queue of waiting items is
+    bounded; a full queue answers `overloaded` (503 + Retry-After) immediately instead of
+    growing latency.
     """
 
     def __init__(
@@ -112,11 +115,14 @@ class MicroBatcher:
         retry_after_s: int,
         name: str,
         item_shape: tuple[int, ...] | None = None,
+        concurrency: int = 1,
     ) -> None:
-        if max_batch < 1 or queue_size < 1 or max_wait_ms < 0 or retry_after_s < 1:
+        if min(max_batch, queue_size, retry_after_s, concurrency) < 1 or max_wait_ms < 0:
             raise ValueError(
-                "need max_batch >= 1, queue_size >= 1, max_wait_ms >= 0, retry_after_s >= 1"
+                "need max_batch >= 1, queue_size >= 1, max_wait_ms >= 0, retry_after_s >= 1, "
+                "concurrency >= 1"
             )
+        self.concurrency = concurrency
         self._predict = predict
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -152,7 +158,9 @@ class MicroBatcher:
             return
         self._closing = False
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"infer-{self.name}"
+        )
         self._collector = asyncio.create_task(self._collect(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -243,34 +251,51 @@ class MicroBatcher:
             raise ValueError(f"expected an item of shape {self.item_shape}, got {item.shape}")
 
     async def _collect(self) -> None:
-        """The one collector task: batch, run, resolve; until stopped and drained."""
-        assert self._wakeup is not None and self._executor is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            if batch is None:
-                return
-            started = time.perf_counter()
-            try:
-                rows = await loop.run_in_executor(self._executor, self._run_batch, batch)
-            except Exception as exc:
-                self._failed += 1
-                log.warning("batcher %s: batch of %d failed: %r", self.name, len(batch), exc)
-                self._fail(batch, exc)
-                continue
-            except BaseException:
-                # The collector itself is being torn down: its callers must not hang.
-                self._fail(batch, RuntimeError(f"batcher {self.name} stopped"))
-                raise
-            finally:
-                self._busy += time.perf_counter() - started
-                self._batches += 1
-                self._items += len(batch)
-                self._last_size = len(batch)
-                self._sizes[len(batch)] += 1
-            for job, row in zip(batch, rows, strict=True):
-                if not job.future.done():  # cancelled callers simply get nothing
-                    job.future.set_result(row)
+        """The one collector task: wait for a free runner, batch, run; until stopped and
+        drained (every batch handed to a runner finished)."""
+        runners = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                # A runner first, then the batch: items that arrive while every runner is busy
+                # join the next batch instead of waiting in a batch of their own.
+                await runners.acquire()
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                task = asyncio.create_task(self._run(batch), name=f"batch-{self.name}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: runners.release())
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run(self, batch: list[_Job]) -> None:
+        """One batch in a runner thread; its callers get their rows or its error."""
+        assert self._executor is not None
+        started = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:
+            self._failed += 1
+            log.warning("batcher %s: batch of %d failed: %r", self.name, len(batch), exc)
+            self._fail(batch, exc)
+            return
+        except BaseException:
+            # The collector itself is being torn down: its callers must not hang.
+            self._fail(batch, RuntimeError(f"batcher {self.name} stopped"))
+            raise
+        finally:
+            self._busy += time.perf_counter() - started
+            self._batches += 1
+            self._items += len(batch)
+            self._last_size = len(batch)
+            self._sizes[len(batch)] += 1
+        for job, row in zip(batch, rows, strict=True):
+            if not job.future.done():  # cancelled callers simply get nothing
+                job.future.set_result(row)
 
     @staticmethod
     def _fail(batch: list[_Job], exc: BaseException) -> None:

@@ -51,14 +51,15 @@ class SessionPolicy:
     its sessions and thread counts from here and nowhere else."""
 
     device: str = "cpu"
-    intra_op_threads: int = 0  # 0 = one per core available to this process
+    intra_op_threads: int = 0  # 0 = the cores available to this process / `batches`
     # ONNX Runtime's intra-op threads spin for a while after each call by default, holding cores
     # the decoder processes and the event loop need between batches; off unless asked for.
     spin_wait: bool = False
+    concurrent_batches: int = 0  # 0 = one per available core on a CPU, one on a GPU
 
     def __post_init__(self) -> None:
-        if self.intra_op_threads < 0:
-            raise ValueError("intra_op_threads must be >= 0 (0 = one per available core)")
+        if self.intra_op_threads < 0 or self.concurrent_batches < 0:
+            raise ValueError("intra_op_threads and concurrent_batches must be >= 0 (0 = auto)")
         providers_for(self.device)  # an unknown device fails here, not at the first load
 
     @classmethod
@@ -67,15 +68,35 @@ class SessionPolicy:
             device=settings.device,
             intra_op_threads=settings.intra_op_threads,
             spin_wait=settings.spin_wait,
+            concurrent_batches=settings.concurrent_batches,
         )
 
     @property
+    def batches(self) -> int:
+        """How many batches of one model run at once (the micro-batcher's runners).
+
+        On a CPU, one per core, each single-threaded: a batch spread over every core waits at
+        each of its operators for the slowest thread, and on a small machine a thread is often
+        slow, because the decoders and the event loop share its cores; independent batches
+        lose no time to that, and a single thread runs a small batch as fast per image as a
+        large one (docs/performance.md, "Levers"). A GPU runs one batch at a time.
+        """
+        if self.concurrent_batches:
+            return self.concurrent_batches
+        return 1 if self.device != "cpu" and self.uses_cuda() else available_cores()
+
+    @property
     def threads(self) -> int:
-        """The thread count every session and thread pool uses.
+        """The intra-op threads of one model session: the cores shared among `batches`.
 
         ORT's default (0) also means "all cores", but it counts the host's physical cores and
         ignores the affinity mask, which oversubscribes containers; so it is resolved here.
         """
+        return self.intra_op_threads or max(1, available_cores() // self.batches)
+
+    @property
+    def exclusive_threads(self) -> int:
+        """The threads of a component that runs one call at a time (OCR, face detection)."""
         return self.intra_op_threads or available_cores()
 
     def providers(self) -> list[str]:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.keys.format import hash_key, is_well_formed
 from dupify.keys.service import Principal, Rejection, authenticate
-from dupify.keys.signal import database_token
+from dupify.keys.signal import LocalTokenReader, database_token
 
 MAX_ENTRIES = 10_000
 MAX_AGE_S = 60.0
@@ -56,9 +56,12 @@ class KeyCache:
         max_entries: int = MAX_ENTRIES,
         max_age_s: float = MAX_AGE_S,
         clock: Callable[[], float] = time.monotonic,
+        local: LocalTokenReader | None = None,
     ) -> None:
         self.sessions = sessions
         self.shared = shared  # Redis carries the token; else the database row does
+        # Without Redis, on an SQLite file: the token read on the event loop (`local_token`).
+        self._local = None if shared else local
         self._secret = secret
         self._max_entries = max_entries
         self._max_age_s = max_age_s
@@ -98,6 +101,15 @@ class KeyCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def local_token(self) -> str | None:
+        """The database's token if it can be read at once from a local SQLite file, without
+        a thread (None: call `database_token` in a worker thread)."""
+        return self._local.read() if self._local is not None else None
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
 
     def database_token(self) -> str | None:
         """The signal's token from the database (one primary-key read): the per-request check

@@ -68,6 +68,8 @@ class RequestContextMiddleware:
             if not response_started:
                 await self._send_internal_error(send_with_context, request_id)
         finally:
+            for finish in ctx.finishers:
+                finish()
             self._record(scope, ctx, status, started)
 
     def _request_id(self, scope: Scope) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dupify.abuse.guard import KeyGuessingGuard
 from dupify.config import Settings
+from dupify.images.bodies import BodyRoom
 from dupify.images.fetch import UrlFetcher
 from dupify.inference.backend import InferenceBackend, LocalBackend
 from dupify.inference.registry import ModelRegistry
@@ -35,6 +36,7 @@ class Runtime:
     meter: Meter  # rate limits and quota reservations per request (dupify.limits.metering)
     key_guard: KeyGuessingGuard  # the API-key guessing throttle (dupify.abuse.guard)
     url_fetcher: UrlFetcher  # images given by URL, behind the SSRF guard (dupify.images.fetch)
+    body_room: BodyRoom  # request bodies held at once: the memory bound (dupify.images.bodies)
 
 
 def build_backend(registry: ModelRegistry, settings: Settings) -> InferenceBackend:

@@ -72,7 +72,7 @@ class FaceDetector:
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise AssetError(f"OpenCV could not load the face cascade {path}")
-        self.threads = policy.threads
+        self.threads = policy.exclusive_threads
         # OpenCV's pool is process-wide; without this it sizes itself from the host's cores.
         cv2.setNumThreads(self.threads)
         self._lock = threading.Lock()

@@ -93,7 +93,7 @@ class TextReader:
         # Imported here so that a server that never reads text never loads the package.
         from rapidocr_onnxruntime import RapidOCR
 
-        self.intra_op_threads = policy.threads
+        self.intra_op_threads = policy.exclusive_threads
         self._engine: Any = RapidOCR(
             intra_op_num_threads=self.intra_op_threads,
             inter_op_num_threads=1,
