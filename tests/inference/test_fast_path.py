@@ -95,3 +95,26 @@ async def test_the_batcher_runs_up_to_concurrency_batches_at_once(concurrency: i
         np.testing.assert_array_equal(row["embedding"], item)
     assert predict.most == concurrency
     assert batcher.stats().batches == 4
+
+
+async def test_one_large_request_alone_is_spread_over_the_idle_runners() -> None:
+    def predict(batch: Array) -> Mapping[str, Array]:
+        return {"embedding": batch}
+
+    batcher = MicroBatcher(
+        predict,
+        max_batch=16,
+        max_wait_ms=0,
+        queue_size=64,
+        retry_after_s=1,
+        name="test",
+        concurrency=2,
+    )
+    await batcher.start()
+    try:
+        items = [np.full((1,), index, dtype=np.float32) for index in range(16)]
+        rows = await batcher.submit_many(items)
+    finally:
+        await batcher.stop()
+    assert [float(row["embedding"][0]) for row in rows] == list(range(16))
+    assert batcher.stats().batch_sizes == {8: 2}  # two runners, half each

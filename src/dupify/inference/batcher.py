@@ -144,6 +144,7 @@ class MicroBatcher:
         self._last_size = 0
         self._busy = 0.0
         self._sizes: collections.Counter[int] = collections.Counter()
+        self._running = 0  # batches in the runners now
 
     @property
     def running(self) -> bool:
@@ -265,11 +266,16 @@ class MicroBatcher:
                     return
                 task = asyncio.create_task(self._run(batch), name=f"batch-{self.name}")
                 running.add(task)
+                self._running += 1
                 task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _: runners.release())
+                task.add_done_callback(lambda _: self._runner_free(runners))
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+
+    def _runner_free(self, runners: asyncio.Semaphore) -> None:
+        self._running -= 1
+        runners.release()
 
     async def _run(self, batch: list[_Job]) -> None:
         """One batch in a runner thread; its callers get their rows or its error."""
@@ -315,15 +321,27 @@ class MicroBatcher:
     async def _next_batch(self) -> list[_Job] | None:
         """The next batch to run, or None once stopping with nothing left to do."""
         assert self._wakeup is not None
-        # The deadline counts from when the first item arrived, so time spent queued behind a
-        # running batch is part of its wait budget rather than added on top of it.
+        while not self._pending and not self._closing:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        # The deadline counts from when the first item arrived, so time spent queued behind
+        # running batches is part of its wait budget rather than added on top of it.
         return await gather_batch(
             self._take_live,
             self._wakeup,
             lambda: self._closing,
-            self.max_batch,
+            self._share(),
             lambda first: first.enqueued_at + self.max_wait_s,
         )
+
+    def _share(self) -> int:
+        """How many items this batch takes: what waits, spread over the idle runners (this one
+        included), so that one request of 16 images alone runs on every core rather than as
+        one batch on one; at most `max_batch`."""
+        idle = self.concurrency - self._running
+        if idle <= 1:
+            return self.max_batch
+        return max(1, min(self.max_batch, -(-len(self._pending) // idle)))
 
     def _run_batch(self, batch: list[_Job]) -> list[Rows]:
         """In the executor thread: stacking and splitting copy megabytes, so not on the loop."""
