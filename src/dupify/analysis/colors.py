@@ -119,17 +119,27 @@ def _initial_centres(lab: FloatArray, weights: FloatArray, k: int) -> FloatArray
 
 
 def _assign(lab: FloatArray, centres: FloatArray) -> npt.NDArray[np.intp]:
-    distances = ((lab[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    # Squared distances channel by channel, added in the order a sum over the last axis adds
+    # them (so the same floats), without the (samples, k, 3) temporary and its reduction.
+    distances = (lab[:, 0:1] - centres[:, 0]) ** 2
+    distances += (lab[:, 1:2] - centres[:, 1]) ** 2
+    distances += (lab[:, 2:3] - centres[:, 2]) ** 2
     return np.asarray(np.argmin(distances, axis=1), dtype=np.intp)
 
 
 def _kmeans(lab: FloatArray, weights: FloatArray, centres: FloatArray) -> FloatArray:
     labels = _assign(lab, centres)
+    weighted = lab * weights[:, None]
+    k = len(centres)
     for _ in range(MAX_ITERATIONS):
-        for j in range(len(centres)):
-            member = labels == j
-            if member.any():  # an emptied cluster keeps its centre and may win samples back
-                centres[j] = np.average(lab[member], axis=0, weights=weights[member])
+        # Every cluster's weighted mean at once (one bincount per channel, not a mask and an
+        # average per cluster: a third of /v1/analyze's time per image went here).
+        totals = np.bincount(labels, weights=weights, minlength=k)
+        sums = np.stack(
+            [np.bincount(labels, weights=weighted[:, c], minlength=k) for c in range(3)], axis=1
+        )
+        kept = totals > 0  # an emptied cluster keeps its centre and may win samples back
+        centres[kept] = sums[kept] / totals[kept, None]
         updated = _assign(lab, centres)
         if np.array_equal(updated, labels):
             break
