@@ -97,7 +97,7 @@ async def test_the_batcher_runs_up_to_concurrency_batches_at_once(concurrency: i
     assert batcher.stats().batches == 4
 
 
-async def test_one_large_request_alone_is_spread_over_the_idle_runners() -> None:
+async def test_one_large_request_alone_is_spread_over_the_runners() -> None:
     def predict(batch: Array) -> Mapping[str, Array]:
         return {"embedding": batch}
 
@@ -117,4 +117,7 @@ async def test_one_large_request_alone_is_spread_over_the_idle_runners() -> None
     finally:
         await batcher.stop()
     assert [float(row["embedding"][0]) for row in rows] == list(range(16))
-    assert batcher.stats().batch_sizes == {8: 2}  # two runners, half each
+    sizes = batcher.stats().batch_sizes
+    # Never more than a runner's share of what waits: the first batch half, the rest after it
+    # split between the two runners, so both work until the end.
+    assert max(sizes) == 8 and sum(size * n for size, n in sizes.items()) == 16

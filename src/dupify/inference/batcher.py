@@ -144,7 +144,6 @@ class MicroBatcher:
         self._last_size = 0
         self._busy = 0.0
         self._sizes: collections.Counter[int] = collections.Counter()
-        self._running = 0  # batches in the runners now
 
     @property
     def running(self) -> bool:
@@ -266,16 +265,11 @@ class MicroBatcher:
                     return
                 task = asyncio.create_task(self._run(batch), name=f"batch-{self.name}")
                 running.add(task)
-                self._running += 1
                 task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _: self._runner_free(runners))
+                task.add_done_callback(lambda _: runners.release())
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
-
-    def _runner_free(self, runners: asyncio.Semaphore) -> None:
-        self._running -= 1
-        runners.release()
 
     async def _run(self, batch: list[_Job]) -> None:
         """One batch in a runner thread; its callers get their rows or its error."""
@@ -335,13 +329,14 @@ class MicroBatcher:
         )
 
     def _share(self) -> int:
-        """How many items this batch takes: what waits, spread over the idle runners (this one
-        included), so that one request of 16 images alone runs on every core rather than as
-        one batch on one; at most `max_batch`."""
-        idle = self.concurrency - self._running
-        if idle <= 1:
+        """How many items this batch takes: its runner's share of what waits (at most
+        `max_batch`). With several runners, a batch never takes what another runner could start
+        on as soon as it is free: a runner alone runs a small batch as fast per image as a large
+        one, so an even spread shortens every batch, and so the wait of the items behind it;
+        and one request of 16 images alone runs on every core rather than as one batch on one."""
+        if self.concurrency == 1:
             return self.max_batch
-        return max(1, min(self.max_batch, -(-len(self._pending) // idle)))
+        return max(1, min(self.max_batch, -(-len(self._pending) // self.concurrency)))
 
     def _run_batch(self, batch: list[_Job]) -> list[Rows]:
         """In the executor thread: stacking and splitting copy megabytes, so not on the loop."""
