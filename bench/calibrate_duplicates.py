@@ -1,4 +1,7 @@
-"""Calibrate the duplicate thresholds: real photos and altered copies through the real pipeline.
+"""Check the duplicate thresholds on clean alterations: real photos and altered copies through
+the real pipeline. (The shipped thresholds are calibrated for the fingerprint model,
+dupify-copy-1, on the copy-detection benchmark, `make bench-quality`; this is the second check,
+on the tests' own alterations of scikit-image's photos.)
 
 Each photo (scikit-image's samples, plus scikit-learn's `china` and `flower` when installed) is
 encoded as PNG, and its altered copies are made by `tests/samples.py::altered_copies` (the same
@@ -9,10 +12,10 @@ prints the distributions (lowest near-duplicate cosine per alteration, highest c
 different photos, hash distances), the middle of each gap, the thresholds with their margins,
 and checks every verdict of `compare` and `group_duplicates`.
 
-    .venv/bin/python bench/calibrate_duplicates.py                            # dupify-visual-1
-    .venv/bin/python bench/calibrate_duplicates.py --model dupify-semantic-1  # for comparison
+    .venv/bin/python bench/calibrate_duplicates.py                            # dupify-copy-1
+    .venv/bin/python bench/calibrate_duplicates.py --model dupify-visual-1    # for comparison
 
-For dupify-visual-1 the checks use the thresholds in `similarity.py` (exit status 1 if any
+For dupify-copy-1 the checks use the thresholds in `similarity.py` (exit status 1 if any
 pair is misjudged); the shipped thresholds are calibrated for that model only, so for another
 model the checks use a near-duplicate threshold at the middle of its own measured gap and a
 `similar` threshold at the 99th percentile of its different-photo cosines.
@@ -50,7 +53,7 @@ from dupify.inference.registry import load_default_models
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.samples import altered_copies, encode, sample_photos
 
-CALIBRATED_MODEL = "dupify-visual-1"  # the model DEFAULT_THRESHOLDS were measured for
+CALIBRATED_MODEL = "dupify-copy-1"  # the fingerprint model, which DEFAULT_THRESHOLDS are for
 SAME_PIXELS = ("png", "webp_lossless")
 HASH_TIER = ("resized_50", "jpeg_q30", "watermarked")  # the copies pHash is meant to catch
 BATCH = 16

@@ -112,6 +112,7 @@ async def test_every_feature_runs_each_model_exactly_once(api: Api) -> None:
     assert {name: after[name] - before[name] for name in after} == {
         "dupify-visual-1": 1,
         "dupify-semantic-1": 1,
+        "dupify-copy-1": 0,
     }
     [result] = body["results"]
     assert set(result) == {"index", *ALL_FEATURES}

@@ -35,8 +35,8 @@ async def test_altered_copies_are_near_duplicates(
 ) -> None:
     key = api.new_key()
     body = await compare(api, key, chelsea_copies["png"], chelsea_copies[copy])
-    assert body["verdict"] == "near_duplicate", body
-    assert body["model"] == "dupify-visual-1"
+    assert (body["verdict"], body["tier"]) == ("near_duplicate", "descriptor"), body
+    assert body["model"] == "dupify-copy-1"
     assert set(body["hash_distance"]) == {"phash", "dhash"}
     assert body["thresholds"]
     assert body["usage"] == {"images": 2, "cached_images": 0}
@@ -47,7 +47,7 @@ async def test_the_same_pixels_in_png_and_lossless_webp_are_exact_duplicates(
 ) -> None:
     key = api.new_key()
     body = await compare(api, key, chelsea_copies["png"], chelsea_copies["webp_lossless"])
-    assert body["verdict"] == "exact_duplicate"
+    assert (body["verdict"], body["tier"]) == ("exact_duplicate", "exact_pixels")
     assert body["hash_distance"] == {"phash": 0, "dhash": 0}
     assert body["similarity"] == pytest.approx(1.0, abs=1e-4)
 
@@ -57,7 +57,7 @@ async def test_two_different_photos_are_different(api: Api) -> None:
     body = await compare(
         api, key, encode(sample_photo("chelsea")), encode(sample_photo("rocket"), "JPEG")
     )
-    assert body["verdict"] == "different"
+    assert (body["verdict"], body["tier"]) == ("different", "descriptor")
     assert body["similarity"] < body["thresholds"]["near_duplicate"]
 
 
@@ -126,6 +126,8 @@ async def test_duplicates_finds_exactly_the_ten_groups(api: Api) -> None:
     assert len(groups) == 10
     assert sorted(map(sorted, groups)) == sorted(map(sorted, expected))
     assert {group["verdict"] for group in body["groups"]} <= {"exact_duplicate", "near_duplicate"}
+    tiers = {"exact_bytes", "exact_pixels", "perceptual_hash", "descriptor"}
+    assert all(group["tier"] in tiers for group in body["groups"])
     assert body["usage"]["images"] == 30
 
 

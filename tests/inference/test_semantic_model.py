@@ -337,6 +337,7 @@ async def test_the_backend_counts_each_models_images(
     assert {name: after[name] - before[name] for name in after} == {
         "dupify-visual-1": 1,
         "dupify-semantic-1": 2,
+        "dupify-copy-1": 0,
     }
     assert not isinstance(visual_rows, ApiError) and set(visual_rows) == {"embedding", "nsfw"}
     assert not isinstance(rows[0], ApiError)

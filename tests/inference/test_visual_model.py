@@ -280,7 +280,7 @@ def test_registry_lookup_and_listing(visual_model: VisualModel) -> None:
             "version": "1",
         }
     ]
-    assert registry.for_role("fingerprint") is visual_model
+    assert registry.for_role("embedding") is visual_model
     assert registry.for_role("safety").heads["safety"].version == "open-nsfw@1"
     with pytest.raises(ApiError, match="dupify-semantic-1"):
         registry.for_role("labels")  # a role whose model this registry did not load

@@ -128,4 +128,5 @@ async def test_warm_up_runs_one_image_through_every_model(
     assert {name: after[name] - before[name] for name in after} == {
         "dupify-visual-1": 1,
         "dupify-semantic-1": 1,
+        "dupify-copy-1": 1,
     }

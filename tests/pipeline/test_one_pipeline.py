@@ -106,10 +106,11 @@ async def test_every_path_gives_the_same_vectors_through_the_one_backend(
             )
         assert played.status_code == 200, played.text
         assert 'id="verdict">' in played.text
-        # The analysis (safety on the default model, labels) and the comparison's fingerprints.
+        # The analysis (safety on the default model, labels) and the comparison's fingerprints
+        # (on the copy-detection descriptor, the fingerprint model).
         assert sorted((call.model_id, call.items) for call in counting.calls[start:]) == [
+            ("dupify-copy-1", 2),
             ("dupify-semantic-1", 2),
-            (MODEL, 2),
             (MODEL, 2),
         ]
         from_playground = counting.vectors_since(start)
@@ -126,7 +127,8 @@ async def test_every_path_gives_the_same_vectors_through_the_one_backend(
     assert [(call.model_id, call.items) for call in counting.calls[start:]] == [(MODEL, 2)]
 
     assert from_embeddings.shape == (2, 1024)
-    for vectors in (from_analyze, from_playground[:2], from_playground[2:], from_cli):
+    assert len(from_playground) == 2  # the comparison's vectors are dupify-copy-1's
+    for vectors in (from_analyze, from_playground, from_cli):
         np.testing.assert_array_equal(np.asarray(vectors), from_embeddings)
     # Nothing reached the models around the seam: every image run went through the double.
     assert images_run(backend) - ran_before == sum(call.items for call in counting.calls) == 12

@@ -1,27 +1,25 @@
 """Duplicate verdicts for two images and duplicate groups in a set (API section 5), tiered:
 
-1. exact: the same bytes (sha256), or the same decoded pixels (`pixel_sha256`, when known);
-2. perceptual hash: pHash and dHash both within a few bits (resized or recompressed copies),
-   counted only when the embeddings agree at least as much as `similar` requires, because the
-   hashes of near-uniform images carry almost no information and collide;
-3. embedding: cosine similarity of the dupify-visual-1 embeddings, the main signal (it also
-   catches crops, watermarks and flips, which change the hashes completely).
+1. exact: the same bytes (sha256, tier `exact_bytes`), or the same decoded pixels
+   (`pixel_sha256`, when known; tier `exact_pixels`);
+2. perceptual hash (tier `perceptual_hash`): pHash and dHash both within a few bits (resized or
+   recompressed copies), counted only when the descriptors agree at least as much as
+   `similar` requires, because the hashes of near-uniform images carry almost no information
+   and collide;
+3. descriptor (tier `descriptor`): cosine of the fingerprint model's vectors (dupify-copy-1,
+   the registry's fingerprint role), the main signal: it catches crops, overlays, screenshots,
+   mirroring and quarter turns, which change the hashes completely.
 
 Verdicts: `exact_duplicate` (tier 1), `near_duplicate` (tier 2, or cosine >= near_duplicate),
-`similar` (cosine >= similar: shares much of its content, e.g. the same scene reframed),
-`different`.
+`similar` (cosine >= similar), `different`. Every verdict names the tier that decided it; a
+`similar` or `different` one was decided by the descriptor.
 
-The default thresholds were measured by `bench/calibrate_duplicates.py` on 18 real photos
-(scikit-image's and scikit-learn's samples) and 7 altered copies of each, through the real
-pipeline (decode_image at the model's working side, dupify-visual-1). The lowest cosine of a
-copy to its photo was 0.855 (a large watermark on the motion-blurred `clock`; resized 50%
->= 0.944, crop 80% >= 0.896, JPEG q30 >= 0.881, flip >= 0.964); the highest cosine between
-files of different photos was 0.724 (99th percentile 0.672, median 0.501). The near-duplicate
-threshold 0.79 is the middle of that gap (margins +0.065 and +0.066); `similar` (0.70) lies
-just above the 99th percentile of unrelated photos. Resized, recompressed and watermarked
-copies were within 8 bits (pHash) and 5 bits (dHash) of their photo; different photos were
-never closer than 16 and 15 bits, and never within 22 bits on both. See docs/api.md,
-"Duplicate thresholds".
+The thresholds are calibrated for dupify-copy-1 on the copy-detection benchmark
+(`bench/quality/`, docs/quality.md): 375 AugLy-edited copies of 125 real photos and 240
+edited photos that are in no reference set, through the API's decode path. `near_duplicate`
+(0.31) is the lowest cosine at which a query's best match is its source at least 99 % of the
+time; `similar` (0.22) the cosine above which that holds 85 % of the time. See docs/api.md,
+"Duplicate thresholds", for the measured precision and recall of each verdict.
 """
 
 from __future__ import annotations
@@ -40,10 +38,15 @@ EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 SIMILAR = "similar"
 DIFFERENT = "different"
+# Which tier decided a verdict (the `tier` of /v1/compare and of each /v1/duplicates group).
+EXACT_BYTES = "exact_bytes"
+EXACT_PIXELS = "exact_pixels"
+PERCEPTUAL_HASH = "perceptual_hash"
+DESCRIPTOR = "descriptor"
 
-# Calibrated for dupify-visual-1 (numbers above; rerun bench/calibrate_duplicates.py to check).
-NEAR_DUPLICATE_COSINE = 0.79
-SIMILAR_COSINE = 0.70
+# Calibrated for dupify-copy-1 (numbers above; rerun `make bench-quality` to check).
+NEAR_DUPLICATE_COSINE = 0.31
+SIMILAR_COSINE = 0.22
 PHASH_NEAR_DUPLICATE_BITS = 10
 DHASH_NEAR_DUPLICATE_BITS = 10
 
@@ -59,7 +62,7 @@ class Fingerprint:
     """What the duplicate logic needs of one image.
 
     `pixel_sha256` is "" when unknown (a large JPEG decoded through DCT scaling); `embedding`
-    is the image's dupify-visual-1 vector (unit norm, as the model returns it).
+    is the image's vector from the fingerprint model (unit norm, as the model returns it).
     """
 
     sha256: str
@@ -112,38 +115,50 @@ def cosine_similarity(a: FloatArray, b: FloatArray) -> float:
     return min(1.0, max(-1.0, float(a64 @ b64) / norms))
 
 
-def _same_content(a: Fingerprint, b: Fingerprint) -> bool:
-    return a.sha256 == b.sha256 or (a.pixel_sha256 != "" and a.pixel_sha256 == b.pixel_sha256)
+def _exact_tier(a: Fingerprint, b: Fingerprint) -> str | None:
+    """`exact_bytes` or `exact_pixels` when the two have the same content, else None."""
+    if a.sha256 == b.sha256:
+        return EXACT_BYTES
+    if a.pixel_sha256 != "" and a.pixel_sha256 == b.pixel_sha256:
+        return EXACT_PIXELS
+    return None
 
 
 def _pair_verdict(
     similarity: float, phash_distance: int, dhash_distance: int, t: DuplicateThresholds
-) -> str:
-    """The verdict of tiers 2 and 3 (tier 1, exact content, is checked before)."""
+) -> tuple[str, str]:
+    """The (verdict, tier) of tiers 2 and 3 (tier 1, exact content, is checked before)."""
+    if similarity >= t.near_duplicate:
+        return NEAR_DUPLICATE, DESCRIPTOR
     hashes_match = phash_distance <= t.phash_distance and dhash_distance <= t.dhash_distance
-    if similarity >= t.near_duplicate or (hashes_match and similarity >= t.similar):
-        return NEAR_DUPLICATE
-    if similarity >= t.similar:
-        return SIMILAR
-    return DIFFERENT
+    if hashes_match and similarity >= t.similar:
+        return NEAR_DUPLICATE, PERCEPTUAL_HASH
+    return (SIMILAR if similarity >= t.similar else DIFFERENT), DESCRIPTOR
 
 
 def compare(
     a: Fingerprint, b: Fingerprint, thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS
 ) -> dict[str, Any]:
-    """The `/v1/compare` verdict: `{"verdict", "similarity", "hash_distance", "thresholds"}`.
+    """The `/v1/compare` verdict: `{"verdict", "tier", "similarity", "hash_distance",
+    "thresholds"}`.
 
-    `similarity` is the embeddings' cosine; for an exact duplicate it is 1.0 by definition
-    (the same pixels give the same embedding; the float round-off is not reported).
+    `tier` names what decided: `exact_bytes`, `exact_pixels`, `perceptual_hash` (the hashes
+    promoted a pair the descriptor alone calls similar) or `descriptor`. `similarity` is the
+    descriptors' cosine; for an exact duplicate it is 1.0 by definition (the same pixels give
+    the same descriptor; the float round-off is not reported).
     """
     distances = {"phash": hamming(a.phash, b.phash), "dhash": hamming(a.dhash, b.dhash)}
-    if _same_content(a, b):
-        verdict, similarity = EXACT_DUPLICATE, 1.0
+    exact = _exact_tier(a, b)
+    if exact is not None:
+        verdict, tier, similarity = EXACT_DUPLICATE, exact, 1.0
     else:
         similarity = cosine_similarity(a.embedding, b.embedding)
-        verdict = _pair_verdict(similarity, distances["phash"], distances["dhash"], thresholds)
+        verdict, tier = _pair_verdict(
+            similarity, distances["phash"], distances["dhash"], thresholds
+        )
     return {
         "verdict": verdict,
+        "tier": tier,
         "similarity": similarity,
         "hash_distance": distances,
         "thresholds": thresholds.as_dict(),
@@ -196,22 +211,26 @@ def _embedding_rows(fingerprints: Sequence[Fingerprint]) -> FloatArray:
 def group_duplicates(
     fingerprints: Sequence[Fingerprint], thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS
 ) -> list[dict[str, Any]]:
-    """The `/v1/duplicates` groups: `[{"indices", "verdict", "similarity"}]`.
+    """The `/v1/duplicates` groups: `[{"indices", "verdict", "tier", "similarity"}]`.
 
     A pair is linked when `compare` would call it an exact or a near duplicate (tiers 1-3);
     groups are the connected components of those links (transitive, single linkage: a copy
     of a copy joins the group even if it is further from the original), and an image with no
     link is in no group. A group's `verdict` is the weakest tier its members need:
     `exact_duplicate` only when every member has the same bytes or pixels as every other,
-    else `near_duplicate`. Its `similarity` is the lowest cosine between any two members (1.0
-    for an exact group), so a long chain shows up as a low value. Indices are ascending;
-    groups are ordered by their first index.
+    else `near_duplicate`. Its `tier` is the weakest tier its links need: `exact_bytes` (every
+    member the same file), `exact_pixels`, `descriptor` (exact and descriptor links connect
+    it) or `perceptual_hash` (it needs a link that only the hashes made). Its `similarity` is
+    the lowest cosine between any two members (1.0 for an exact group), so a long chain shows
+    up as a low value. Indices are ascending; groups are ordered by their first index.
     """
     count = len(fingerprints)
     if count < 2:
         return []
     linked = _UnionFind(count)
     exact = _UnionFind(count)
+    same_bytes = _UnionFind(count)
+    strong = _UnionFind(count)  # exact and descriptor links, without the hash tier's
     for key in ("sha256", "pixel_sha256"):
         first_seen: dict[str, int] = {}
         for index, fingerprint in enumerate(fingerprints):
@@ -219,8 +238,10 @@ def group_duplicates(
             if value == "":
                 continue
             if value in first_seen:
-                exact.union(first_seen[value], index)
-                linked.union(first_seen[value], index)
+                for forest in (exact, linked, strong):
+                    forest.union(first_seen[value], index)
+                if key == "sha256":
+                    same_bytes.union(first_seen[value], index)
             else:
                 first_seen[value] = index
 
@@ -234,10 +255,13 @@ def group_duplicates(
         hashes_match = (_hamming_block(phashes[start:stop], phashes) <= t.phash_distance) & (
             _hamming_block(dhashes[start:stop], dhashes) <= t.dhash_distance
         )
-        near = (similarity >= t.near_duplicate) | (hashes_match & (similarity >= t.similar))
+        by_descriptor = similarity >= t.near_duplicate
+        near = by_descriptor | (hashes_match & (similarity >= t.similar))
         for row, column in zip(*np.nonzero(near), strict=True):
             if start + row < column:
                 linked.union(start + int(row), int(column))
+                if by_descriptor[row, column]:
+                    strong.union(start + int(row), int(column))
 
     members: dict[int, list[int]] = {}
     for index in range(count):
@@ -248,8 +272,12 @@ def group_duplicates(
             continue
         if len({exact.find(index) for index in indices}) == 1:
             verdict, lowest = EXACT_DUPLICATE, 1.0
+            one_file = len({same_bytes.find(index) for index in indices}) == 1
+            tier = EXACT_BYTES if one_file else EXACT_PIXELS
         else:
             block = embeddings[indices] @ embeddings[indices].T
             verdict, lowest = NEAR_DUPLICATE, min(1.0, max(-1.0, float(block.min())))
-        groups.append({"indices": indices, "verdict": verdict, "similarity": lowest})
+            one_strong = len({strong.find(index) for index in indices}) == 1
+            tier = DESCRIPTOR if one_strong else PERCEPTUAL_HASH
+        groups.append({"indices": indices, "verdict": verdict, "tier": tier, "similarity": lowest})
     return groups

@@ -348,8 +348,8 @@ class AnalyzeResponse(BaseModel):
 
 
 class CompareRequest(BaseModel):
-    """Two images; compare and duplicates always use dupify-visual-1, the model the
-    thresholds were calibrated on (docs/api.md)."""
+    """Two images; compare and duplicates always use the fingerprint model (dupify-copy-1),
+    the model the thresholds were calibrated on (docs/api.md)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -358,12 +358,15 @@ class CompareRequest(BaseModel):
 
 
 Verdict = Literal["exact_duplicate", "near_duplicate", "similar", "different"]
+# Which tier decided the verdict (docs/api.md, "Duplicate thresholds").
+Tier = Literal["exact_bytes", "exact_pixels", "perceptual_hash", "descriptor"]
 
 
 class CompareResponse(BaseModel):
     object: Literal["comparison"] = "comparison"
     model: str
     verdict: Verdict
+    tier: Tier
     similarity: float
     hash_distance: dict[str, int]
     thresholds: dict[str, float]
@@ -381,6 +384,7 @@ class DuplicatesRequest(BaseModel):
 class DuplicateGroup(BaseModel):
     indices: list[int]
     verdict: Verdict
+    tier: Tier
     similarity: float
 
 

@@ -80,10 +80,14 @@ def dedupe(
     if not groups:
         console.print(f"No duplicates among {len(outcome.paths)} images.")
         return
-    table = Table("group", "verdict", "similarity", "files")
+    table = Table("group", "verdict", "tier", "similarity", "files")
     for number, group in enumerate(groups, start=1):
         table.add_row(
-            str(number), group["verdict"], f"{group['similarity']:.3f}", "\n".join(group["paths"])
+            str(number),
+            group["verdict"],
+            group["tier"],
+            f"{group['similarity']:.3f}",
+            "\n".join(group["paths"]),
         )
     console.print(table)
 

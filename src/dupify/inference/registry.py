@@ -10,6 +10,7 @@ from dupify.config import InferenceSettings, Settings
 from dupify.errors import ApiError
 from dupify.inference.catalog import ModelsFile, ModelsFileError, read_models_file
 from dupify.inference.models.base import ImageModel
+from dupify.inference.models.copy import CopyModel
 from dupify.inference.models.onnx_export import load_declared_models
 from dupify.inference.models.semantic import SemanticModel
 from dupify.inference.models.visual import VisualModel
@@ -21,12 +22,12 @@ LABELS_ROLE = "labels"  # its "labels" head answers the `labels` feature
 SAFETY_ROLE = "safety"  # its "safety" head answers the `safety` feature
 FINGERPRINT_ROLE = "fingerprint"  # embeds for compare, duplicates and `dupify dedupe`
 # The bundled models in those roles. The duplicate thresholds (dupify.analysis.similarity) are
-# calibrated on the fingerprint model's embeddings.
+# calibrated on the fingerprint model's vectors: dupify-copy-1, the copy-detection descriptor.
 DEFAULT_ROLES: Mapping[str, str] = {
     EMBEDDING_ROLE: VisualModel.id,
     LABELS_ROLE: SemanticModel.id,
     SAFETY_ROLE: VisualModel.id,
-    FINGERPRINT_ROLE: VisualModel.id,
+    FINGERPRINT_ROLE: CopyModel.id,
 }
 
 
@@ -38,10 +39,16 @@ def _load_semantic(policy: SessionPolicy, settings: InferenceSettings) -> ImageM
     return SemanticModel(policy, cache_dir=settings.model_cache_dir)
 
 
-# The bundled models by id, in /v1/models order.
+def _load_copy(policy: SessionPolicy, settings: InferenceSettings) -> ImageModel:
+    return CopyModel(policy)
+
+
+# The bundled models by id, in /v1/models order. All load by default: dupify-copy-1 reuses
+# open-nsfw's file (its first three stages only) plus a 1 MB whitening array.
 BUNDLED_MODELS: dict[str, Callable[[SessionPolicy, InferenceSettings], ImageModel]] = {
     VisualModel.id: _load_visual,
     SemanticModel.id: _load_semantic,
+    CopyModel.id: _load_copy,
 }
 
 

@@ -40,21 +40,19 @@ class PlaygroundOutcome:
     comparison: dict[str, Any] | None
 
 
+# What each tier of `dupify.analysis.similarity` means, for people.
+TIER_WORDS = {
+    "exact_bytes": "tier 1, exact bytes: the same file",
+    "exact_pixels": "tier 1, exact pixels: the same decoded pixels in another file",
+    "perceptual_hash": "tier 2, perceptual hash: pHash and dHash within their distances, the "
+    "descriptors at least similar",
+    "descriptor": "tier 3, descriptor: the cosine of the two copy-detection descriptors",
+}
+
+
 def deciding_tier(comparison: dict[str, Any]) -> str:
     """Which tier of `dupify.analysis.similarity` decided the verdict, in words."""
-    verdict, thresholds = comparison["verdict"], comparison["thresholds"]
-    if verdict == "exact_duplicate":
-        return "tier 1: the same bytes or the same pixels"
-    distances = comparison["hash_distance"]
-    hashes_match = (
-        distances["phash"] <= thresholds["phash_distance"]
-        and distances["dhash"] <= thresholds["dhash_distance"]
-    )
-    if verdict == "near_duplicate" and comparison["similarity"] < thresholds["near_duplicate"]:
-        return "tier 2: perceptual hashes (pHash and dHash) within their distances"
-    if verdict == "near_duplicate" and hashes_match:
-        return "tiers 2 and 3: perceptual hashes and embedding similarity"
-    return "tier 3: embedding similarity (cosine of the two embeddings)"
+    return TIER_WORDS[comparison["tier"]]
 
 
 async def analyse_uploads(
