@@ -1,7 +1,8 @@
 """200 concurrent clients each uploading a maximum-size image to a real `dupify serve`: a mix of
-images at the cap, one byte over it and not images at all. Every answer is a documented status
-(200, 413, 422, 429 or 503, the last two with Retry-After) and each kind of upload gets its own
-answer, with room for only a tenth of the bodies at once (`dupify.images.bodies`). Statuses only: the memory bound itself is measured by the bench (issue 16, item 3)."""
+images at the cap, one byte over it and not images at all, with room for only a tenth of the
+bodies at once (`dupify.images.bodies`). Every answer is a documented status (200, 413, 422, 429
+or 503, the last two with Retry-After) and each kind of upload gets its own answer. Statuses
+only: the memory bound itself is measured by the bench (issue 16, item 3)."""
 
 from __future__ import annotations
 

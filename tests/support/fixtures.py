@@ -130,15 +130,22 @@ def decoder() -> Iterator[Decoder]:
     shared.close()
 
 
+# The shared in-process models run one batch at a time on both cores: most tests send one
+# request after another, which a batch spread over the cores answers soonest. The CPU default
+# (one single-threaded batch per core, several at once) is proven equal to this by
+# tests/inference/test_fast_path.py, and every `dupify serve` the server tests start runs it.
+SHARED_INFERENCE = InferenceSettings(intra_op_threads=2, concurrent_batches=1)
+
+
 @pytest.fixture(scope="session")
 def registry() -> ModelRegistry:
-    return ModelRegistry(InferenceSettings(intra_op_threads=2))
+    return ModelRegistry(SHARED_INFERENCE)
 
 
 @pytest.fixture(scope="session")
 async def backend(registry: ModelRegistry) -> AsyncIterator[LocalBackend]:
     """The registry's models in this process, behind their micro-batchers."""
-    running = LocalBackend(registry, InferenceSettings(intra_op_threads=2))
+    running = LocalBackend(registry, SHARED_INFERENCE)
     await running.start()
     yield running
     await running.stop()
@@ -159,7 +166,7 @@ async def backend_clip(registry_clip: ModelRegistry) -> AsyncIterator[LocalBacke
 @pytest.fixture(scope="session")
 def pipeline(decoder: Decoder, registry: ModelRegistry, backend: LocalBackend) -> Pipeline:
     """The pipeline every route runs, on the shared decoder, models and backend."""
-    return build_pipeline(decoder, registry, backend, SessionPolicy(intra_op_threads=2))
+    return build_pipeline(decoder, registry, backend, SessionPolicy.from_settings(SHARED_INFERENCE))
 
 
 @pytest.fixture
