@@ -40,9 +40,9 @@ pytestmark = pytest.mark.slow
 
 SECRET = "load-test-secret-" + "q" * 40
 PREFIX = "dupifyload"
-TRAFFIC_S = 15.0  # a few hundred requests: enough before, between and after both faults
-REDIS_RESTART_AT_S = 5.0
-SIGTERM_AT_S = 10.0
+TRAFFIC_S = 12.0  # a few hundred requests: enough before, between and after both faults
+REDIS_RESTART_AT_S = 4.0
+SIGTERM_AT_S = 8.0
 CLIENTS = 4
 MAX_REQUESTS = 2000  # a bound on the loop besides its time
 PACE_S = 0.05  # each client's pause between requests: a few hundred in all

@@ -66,7 +66,7 @@ class TwoAtOnce:
                 self.together.set()
         try:
             # Bounded: with room for one batch only, no partner comes; go on alone.
-            self.together.wait(timeout=0.3)
+            self.together.wait(timeout=0.15)
             return {"embedding": batch.reshape(len(batch), -1)}
         finally:
             with self.lock:
