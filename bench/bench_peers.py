@@ -58,6 +58,17 @@ def jpeg_of(size: tuple[int, int]) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(MARKER) + 2).to_bytes(2, "big") + MARKER + jpeg[2:]
 
 
+def prime_repeat_body(base: str, key: str, body: bytes) -> None:
+    """Send Dupify the cache-hit rows' body once, so that every request of theirs is a hit."""
+    primed = httpx.post(
+        base + "/v1/embeddings",
+        content=body.replace(MARKER, b"r%015d" % 1),  # the stamp wrk_bodies.lua's "repeat" writes
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
+        timeout=120,
+    )
+    primed.raise_for_status()
+
+
 def multipart_of(images: list[bytes]) -> bytes:
     parts = [
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{i}.jpg"\r\n'
@@ -292,13 +303,7 @@ def main() -> None:
         (work / "dupify").mkdir()
         server, key = start_dupify(work / "dupify", args.workers)
         try:
-            primed = httpx.post(
-                server.base + "/v1/embeddings",
-                content=small.replace(MARKER, b"r%015d" % 1),  # the "repeat" body
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
-                timeout=120,
-            )
-            primed.raise_for_status()
+            prime_repeat_body(server.base, key, small)
             rows += measure(args, server, "dupify", dupify_loads, key, files)
         finally:
             server.stop()

@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from bench_embeddings import UNLIMITED_PLAN
-from bench_peers import BOUNDARY, MARKER, Load, jpeg_of, multipart_of, run_wrk
+from bench_peers import BOUNDARY, Load, jpeg_of, multipart_of, prime_repeat_body, run_wrk
 from bench_servers import start_dupify, start_plain
 
 ROWS = {
@@ -72,13 +70,7 @@ def main() -> None:
             UNLIMITED_PLAN.update(dict(item.split("=", 1) for item in args.env))
             (work / "dupify").mkdir()
             server, key = start_dupify(work / "dupify", 1)
-            primed = httpx.post(
-                server.base + "/v1/embeddings",
-                content=small.replace(MARKER, b"r%015d" % 1),  # the "repeat" body
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
-                timeout=120,
-            )
-            primed.raise_for_status()
+            prime_repeat_body(server.base, key, small)
         else:
             server, key = start_plain(f"{args.server}_server", 1), "-"
         try:

@@ -56,14 +56,15 @@ async def gather_batch(
     take: Callable[[], ItemT | None],
     wakeup: asyncio.Event,
     closing: Callable[[], bool],
-    max_batch: int,
+    max_batch: int | Callable[[], int],
     deadline_of: Callable[[ItemT], float],
 ) -> list[ItemT] | None:
     """Wait for a first item, then for more until `deadline_of(first)` (monotonic seconds) or
     until the batch is full: how a micro-batch forms, here and in the remote backend's lanes.
 
     `take` pops the oldest item still wanted (or None), `wakeup` is set whenever one is added,
-    `closing` says the owner is stopping. None once stopping with nothing left to do.
+    `closing` says the owner is stopping. `max_batch` may be a function, asked once the first
+    item is taken (what then waits decides the size). None once stopping with nothing left.
     """
     first = take()
     while first is None:
@@ -74,7 +75,8 @@ async def gather_batch(
         first = take()
     batch = [first]
     deadline = deadline_of(first)
-    while len(batch) < max_batch:
+    limit = max_batch() if callable(max_batch) else max_batch
+    while len(batch) < limit:
         item = take()
         if item is not None:
             batch.append(item)
@@ -315,28 +317,27 @@ class MicroBatcher:
     async def _next_batch(self) -> list[_Job] | None:
         """The next batch to run, or None once stopping with nothing left to do."""
         assert self._wakeup is not None
-        while not self._pending and not self._closing:
-            self._wakeup.clear()
-            await self._wakeup.wait()
         # The deadline counts from when the first item arrived, so time spent queued behind
         # running batches is part of its wait budget rather than added on top of it.
         return await gather_batch(
             self._take_live,
             self._wakeup,
             lambda: self._closing,
-            self._share(),
+            self._share,
             lambda first: first.enqueued_at + self.max_wait_s,
         )
 
     def _share(self) -> int:
-        """How many items this batch takes: its runner's share of what waits (at most
-        `max_batch`). With several runners, a batch never takes what another runner could start
-        on as soon as it is free: a runner alone runs a small batch as fast per image as a large
-        one, so an even spread shortens every batch, and so the wait of the items behind it;
-        and one request of 16 images alone runs on every core rather than as one batch on one."""
+        """How many items this batch takes, asked once its first is taken: its runner's share
+        of what waits, at most `max_batch`. With several runners, a batch never takes what
+        another runner could start on as soon as it is free: a runner alone runs a small batch
+        as fast per image as a large one, so an even spread shortens every batch, and so the
+        wait of the items behind it; and one request of 16 images alone runs on every core
+        rather than as one batch on one."""
         if self.concurrency == 1:
             return self.max_batch
-        return max(1, min(self.max_batch, -(-len(self._pending) // self.concurrency)))
+        waiting = len(self._pending) + 1  # the first item, already taken
+        return max(1, min(self.max_batch, -(-waiting // self.concurrency)))
 
     def _run_batch(self, batch: list[_Job]) -> list[Rows]:
         """In the executor thread: stacking and splitting copy megabytes, so not on the loop."""
