@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from copy_methods import (
+    Encoded,
     Method,
     encode,
     fingerprint_model_id,
@@ -41,6 +42,7 @@ from copy_methods import (
 )
 from copy_metrics import Calls, Ranking, calls, micro_ap
 from copy_queries import Query, make_queries
+from frame_pairs import FRAMES, frame_rows
 from rich.console import Console
 from rich.table import Table
 
@@ -66,6 +68,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-distractor", type=int, default=4, help="queries per distractor")
     parser.add_argument("--exact-every", type=int, default=10, help="re-upload every Nth ref")
     parser.add_argument("--top-k", type=int, default=10, help="predictions per query (DISC21)")
+    parser.add_argument(
+        "--frame-photos", type=int, default=40, help="references framed per frame (0: skip)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     parser.add_argument("--save-queries", type=Path, help="write the query files here")
@@ -160,6 +165,34 @@ def score(method: Method, source: np.ndarray, kinds: np.ndarray, k: int) -> Row:
     )
 
 
+def framed_pairs(
+    fingerprints: Encoded, references: list[Path], count: int
+) -> tuple[list[str], list[list[str]]]:
+    """The (edited, edited) table of frame_pairs.py: one row per frame, none when skipped."""
+    header = [
+        "frame",
+        "pairs of different photos",
+        "called near, descriptor alone",
+        "called near, verdict",
+        "framed copies found (verdict)",
+    ]
+    if count < 2:
+        return header, []
+    rows = frame_rows(fingerprints.model, references, count)
+    body = [
+        [
+            row.frame,
+            str(row.pairs),
+            str(row.near_descriptor),
+            str(row.near_verdict),
+            f"{row.found}/{row.copies}",
+        ]
+        for row in rows
+    ]
+    assert len(body) == len(FRAMES)
+    return header, body
+
+
 def main() -> int:
     args = parse_args()
     console = Console(width=200)  # the table is wide; keep it whole when piped to a file
@@ -211,6 +244,14 @@ def main() -> int:
     for line in edit_body:
         edit_table.add_row(*line)
     console.print(edit_table)
+    frame_header, frame_body = framed_pairs(fingerprints, references, args.frame_photos)
+    if frame_body:
+        frame_table = Table(title="Different photos in one frame (edited, edited pairs)")
+        for i, column in enumerate(frame_header):
+            frame_table.add_column(column, justify="left" if i == 0 else "right")
+        for line in frame_body:
+            frame_table.add_row(*line)
+        console.print(frame_table)
     for note in notes:
         console.print(f"note: {note}")
     timing = ", ".join(f"{m} {e.seconds:.0f} s" for m, e in encoded.items())
@@ -221,6 +262,8 @@ def main() -> int:
     if args.markdown:  # plain print: Rich would read the cells' brackets as markup
         print(f"\n{markdown(COLUMNS, [cells(row) for row in rows])}\n")
         print(markdown(edit_header, edit_body))
+        if frame_body:
+            print(f"\n{markdown(frame_header, frame_body)}")
     return 0
 
 

@@ -15,8 +15,9 @@ higher = more alike) and the product's own yes/no test at its shipped thresholds
   applied to the others as they are), or at a model's own former calibration
   (`OWN_NEAR_COSINE`: dupify-visual-1's 0.79);
 - "verdict": `similarity.compare` on every (query, reference) pair with the fingerprint
-  model's fingerprints, exactly as `/v1/compare` decides; its ranking score puts a stronger
-  verdict first (exact, near, similar, different), then the higher cosine.
+  model's fingerprints (cell descriptors included, so the shared-frame check runs), exactly
+  as `/v1/compare` decides; its ranking score puts a stronger verdict first (exact, near,
+  similar, different), then the higher cosine.
 
 A model id is looked up in the registry's bundled models: an id that is not there (say a
 model still to come) is skipped with a note, so a new model is one more id in the list.
@@ -33,9 +34,10 @@ import numpy.typing as npt
 
 from dupify.analysis import similarity as sim
 from dupify.analysis.hashes import HASH_BITS
+from dupify.analysis.similarity import Fingerprint
 from dupify.analysis.vectors import unit_rows
 from dupify.config import ImageLimits, InferenceSettings
-from dupify.inference.models.base import EMBEDDING, ImageModel
+from dupify.inference.models.base import EMBEDDING, REGIONS, ImageModel
 from dupify.inference.registry import (
     BUNDLED_MODELS,
     DEFAULT_ROLES,
@@ -65,12 +67,27 @@ class Method:
 
 @dataclass(frozen=True)
 class Encoded:
-    """One model's pass over the files: unit embeddings and each file's inspection."""
+    """One model's pass over the files: unit embeddings, each file's inspection and, for a
+    model that gives them, each file's cell descriptors (float16, for the shared-frame check)."""
 
     model: ImageModel
     embeddings: npt.NDArray[np.float32]
     inspections: list[Inspection]
     seconds: float
+    regions: npt.NDArray[np.float16] | None = None
+
+    def fingerprints(self) -> list[Fingerprint]:
+        """Each file's fingerprint, assembled by the pipeline's own `post.fingerprint`."""
+        space = self.model.region_space
+        return [
+            fingerprint(
+                inspection,
+                {EMBEDDING: self.embeddings[i]}
+                | ({} if self.regions is None else {REGIONS: self.regions[i]}),
+                space,
+            )
+            for i, inspection in enumerate(self.inspections)
+        ]
 
 
 def encode(model: ImageModel, files: Sequence[bytes]) -> Encoded:
@@ -80,13 +97,17 @@ def encode(model: ImageModel, files: Sequence[bytes]) -> Encoded:
     inspections = [
         inspect_image(data, limits, model.working_side, frozenset({"hashes"})) for data in files
     ]
-    rows = []
+    rows, cells = [], []
     for first in range(0, len(inspections), BATCH):
         batch = inspections[first : first + BATCH]
         tensors = np.stack([model.preprocess(item.image.pixels) for item in batch])
-        rows.append(model.predict(tensors)[EMBEDDING])
+        outputs = model.predict(tensors)
+        rows.append(outputs[EMBEDDING])
+        if model.region_space is not None:
+            cells.append(np.asarray(outputs[REGIONS], dtype=np.float16))
     embeddings = unit_rows(np.concatenate(rows))
-    return Encoded(model, embeddings, inspections, time.perf_counter() - start)
+    regions = np.concatenate(cells) if cells else None
+    return Encoded(model, embeddings, inspections, time.perf_counter() - start, regions)
 
 
 def fingerprint_model_id() -> str:
@@ -162,12 +183,7 @@ def model_method(encoded: Encoded, n_refs: int) -> Method:
 
 def verdict_method(fingerprint_pass: Encoded, n_refs: int) -> Method:
     """`compare` on every (query, reference) pair, with the pipeline's own fingerprints."""
-    prints = [
-        fingerprint(inspection, row)
-        for inspection, row in zip(
-            fingerprint_pass.inspections, fingerprint_pass.embeddings, strict=True
-        )
-    ]
+    prints = fingerprint_pass.fingerprints()
     references, queries = prints[:n_refs], prints[n_refs:]
     score = np.zeros((len(queries), n_refs))
     near = np.zeros((len(queries), n_refs), dtype=bool)

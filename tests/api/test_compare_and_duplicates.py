@@ -7,9 +7,10 @@ import base64
 import pytest
 
 from support.api import Api
-from support.samples import altered_copies, encode, sample_photo, sample_photos
+from support.samples import altered_copies, encode, in_screenshot, sample_photo, sample_photos
 
 NEAR_COPIES = ("resized_50", "cropped_80", "jpeg_q30", "watermarked")
+NAMES_IN_FRAME = ("astronaut", "coffee")  # their framed pages: cosine 0.50, over near_duplicate
 
 
 def b64(data: bytes) -> str:
@@ -155,3 +156,33 @@ async def test_fingerprints_are_cached_per_account(
         )
         assert response.headers["X-Cache"] == expected
         assert response.json()["verdict"] == "near_duplicate"
+
+
+async def test_different_photos_in_one_frame_stay_apart_through_the_cache(api: Api) -> None:
+    """The shared-frame check reads the cell descriptors, which the fingerprint cache keeps:
+    the cached answer is the fresh one."""
+    key = api.new_key()
+    a, b = (encode(in_screenshot(sample_photo(n)), "JPEG", quality=90) for n in NAMES_IN_FRAME)
+    answers = []
+    for expected in ("miss", "hit"):
+        response = await api.client.post(
+            "/v1/compare",
+            json={"a": b64(a), "b": b64(b)},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.headers["X-Cache"] == expected
+        answers.append(response.json())
+    fresh, cached = answers
+    assert fresh["verdict"] in ("similar", "different"), fresh
+    assert fresh["similarity"] >= fresh["thresholds"]["near_duplicate"]  # the frame's doing
+    assert fresh["shared_frame"]["content_similarity"] < fresh["similarity"]
+    assert 0 < fresh["shared_frame"]["area"] < 1
+    assert {k: v for k, v in cached.items() if k != "usage"} == {
+        k: v for k, v in fresh.items() if k != "usage"
+    }
+    groups = await api.client.post(
+        "/v1/duplicates",
+        json={"input": [b64(a), b64(b)]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert groups.json()["groups"] == []

@@ -7,7 +7,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def photo_jpeg(
@@ -160,3 +160,21 @@ def altered_copies(rgb: np.ndarray) -> dict[str, bytes]:
         "watermarked": encode(watermarked(rgb), "JPEG", quality=90),
         "flipped": encode(rgb[:, ::-1], "JPEG", quality=90),
     }
+
+
+def in_screenshot(rgb: np.ndarray) -> np.ndarray:
+    """A phone-style page drawn with Pillow (status bar, title, text lines, buttons) with the
+    photo shrunk into its middle: what AugLy's screenshot overlay does with its templates."""
+    page = Image.new("RGB", (540, 960), (245, 245, 245))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, 540, 48), fill=(30, 30, 30))
+    draw.rectangle((0, 48, 540, 140), fill=(59, 89, 152))
+    draw.text((24, 80), "Photos shared with you", fill=(255, 255, 255))
+    for row in range(6):
+        top = 700 + row * 34
+        draw.rectangle((24, top, 24 + 420 - 40 * (row % 3), top + 14), fill=(200, 200, 200))
+    for left in (24, 196, 368):
+        draw.rounded_rectangle((left, 900, left + 148, 944), radius=12, fill=(59, 89, 152))
+    photo = Image.fromarray(rgb).resize((492, 520), Image.Resampling.BILINEAR)
+    page.paste(photo, (24, 160))
+    return np.asarray(page)

@@ -10,6 +10,12 @@
    the registry's fingerprint role), the main signal: it catches crops, overlays, screenshots,
    mirroring and quarter turns, which change the hashes completely.
 
+A near duplicate of tier 2 or 3 must also pass the shared-frame check (`frames`): two images
+that are the same page around different content (one screenshot template, one meme frame, two
+different photos in it) are no copies of each other, however alike the page makes them look.
+Such a pair is `similar` (or `different`, by its cosine) and `compare` says why in
+`shared_frame`.
+
 Verdicts: `exact_duplicate` (tier 1), `near_duplicate` (tier 2, or cosine >= near_duplicate),
 `similar` (cosine >= similar), `different`. Every verdict names the tier that decided it; a
 `similar` or `different` one was decided by the descriptor.
@@ -31,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dupify.analysis.frames import Regions, different_content_in_one_frame
 from dupify.analysis.hashes import HASH_BITS, hamming
 from dupify.analysis.vectors import unit_rows
 
@@ -62,7 +69,9 @@ class Fingerprint:
     """What the duplicate logic needs of one image.
 
     `pixel_sha256` is "" when unknown (a large JPEG decoded through DCT scaling); `embedding`
-    is the image's vector from the fingerprint model (unit norm, as the model returns it).
+    is the image's vector from the fingerprint model (unit norm, as the model returns it);
+    `regions` its cell descriptors for the shared-frame check, None when the fingerprint model
+    gives none (the check is then skipped).
     """
 
     sha256: str
@@ -70,6 +79,7 @@ class Fingerprint:
     phash: str
     dhash: str
     embedding: FloatArray = field(repr=False)
+    regions: Regions | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -140,15 +150,18 @@ def compare(
     a: Fingerprint, b: Fingerprint, thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS
 ) -> dict[str, Any]:
     """The `/v1/compare` verdict: `{"verdict", "tier", "similarity", "hash_distance",
-    "thresholds"}`.
+    "shared_frame", "thresholds"}`.
 
     `tier` names what decided: `exact_bytes`, `exact_pixels`, `perceptual_hash` (the hashes
     promoted a pair the descriptor alone calls similar) or `descriptor`. `similarity` is the
     descriptors' cosine; for an exact duplicate it is 1.0 by definition (the same pixels give
-    the same descriptor; the float round-off is not reported).
+    the same descriptor; the float round-off is not reported). `shared_frame` is None, or
+    `{"area", "content_similarity"}` when the shared-frame check turned a near duplicate down
+    (the verdict is then `similar` or `different`, decided by the descriptor).
     """
     distances = {"phash": hamming(a.phash, b.phash), "dhash": hamming(a.dhash, b.dhash)}
     exact = _exact_tier(a, b)
+    frame = None
     if exact is not None:
         verdict, tier, similarity = EXACT_DUPLICATE, exact, 1.0
     else:
@@ -156,11 +169,17 @@ def compare(
         verdict, tier = _pair_verdict(
             similarity, distances["phash"], distances["dhash"], thresholds
         )
+        if verdict == NEAR_DUPLICATE:
+            frame = different_content_in_one_frame(a.regions, b.regions, similarity)
+        if frame is not None:
+            verdict = SIMILAR if similarity >= thresholds.similar else DIFFERENT
+            tier = DESCRIPTOR
     return {
         "verdict": verdict,
         "tier": tier,
         "similarity": similarity,
         "hash_distance": distances,
+        "shared_frame": None if frame is None else frame.as_dict(),
         "thresholds": thresholds.as_dict(),
     }
 
@@ -208,12 +227,24 @@ def _embedding_rows(fingerprints: Sequence[Fingerprint]) -> FloatArray:
     return unit_rows(np.stack([np.asarray(f.embedding).ravel() for f in fingerprints]))
 
 
+def _framed_apart(
+    fingerprints: Sequence[Fingerprint], first: int, second: int, cosine: float
+) -> bool:
+    """Whether a pair of different files the near test links is turned down by the shared-frame
+    check (pairs of the same bytes or pixels are exact duplicates: never)."""
+    a, b = fingerprints[first], fingerprints[second]
+    if _exact_tier(a, b) is not None:
+        return False
+    return different_content_in_one_frame(a.regions, b.regions, cosine) is not None
+
+
 def group_duplicates(
     fingerprints: Sequence[Fingerprint], thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS
 ) -> list[dict[str, Any]]:
     """The `/v1/duplicates` groups: `[{"indices", "verdict", "tier", "similarity"}]`.
 
-    A pair is linked when `compare` would call it an exact or a near duplicate (tiers 1-3);
+    A pair is linked when `compare` would call it an exact or a near duplicate (tiers 1-3,
+    after the shared-frame check);
     groups are the connected components of those links (transitive, single linkage: a copy
     of a copy joins the group even if it is further from the original), and an image with no
     link is in no group. A group's `verdict` is the weakest tier its members need:
@@ -258,10 +289,13 @@ def group_duplicates(
         by_descriptor = similarity >= t.near_duplicate
         near = by_descriptor | (hashes_match & (similarity >= t.similar))
         for row, column in zip(*np.nonzero(near), strict=True):
-            if start + row < column:
-                linked.union(start + int(row), int(column))
-                if by_descriptor[row, column]:
-                    strong.union(start + int(row), int(column))
+            first, second = start + int(row), int(column)
+            cosine = float(similarity[row, column])
+            if first >= second or _framed_apart(fingerprints, first, second, cosine):
+                continue
+            linked.union(first, second)
+            if by_descriptor[row, column]:
+                strong.union(first, second)
 
     members: dict[int, list[int]] = {}
     for index in range(count):

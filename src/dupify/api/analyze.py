@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
+from dupify.analysis.frames import GRID, REGIONS_VERSION, Regions, RegionSpace
 from dupify.analysis.similarity import (
     DEFAULT_THRESHOLDS,
     Fingerprint,
@@ -298,15 +299,17 @@ async def _fingerprints(
         runtime.cache,
         runtime.secret,
         [data for _, data in images],
-        f"{model.id}@{model.version}+{PIXEL_MEASURES_VERSION}",
+        f"{model.id}@{model.version}+{PIXEL_MEASURES_VERSION}+regions{REGIONS_VERSION}",
         {"result": "fingerprint"},
         fingerprint_missing,
     )
-    return [_fingerprint_from_bytes(value) for value in stored], cache_state
+    return [_fingerprint_from_bytes(value, model.region_space) for value in stored], cache_state
 
 
 def _fingerprint_bytes(fingerprint: Fingerprint) -> bytes:
-    """Hashes and the embedding as cacheable JSON: derived values only, never the image."""
+    """Hashes, the embedding and the cell descriptors as cacheable JSON: derived values only,
+    never the image (the cells are 8x8 pooled feature vectors, not pixels)."""
+    regions = fingerprint.regions
     return json.dumps(
         {
             "sha256": fingerprint.sha256,
@@ -314,11 +317,19 @@ def _fingerprint_bytes(fingerprint: Fingerprint) -> bytes:
             "phash": fingerprint.phash,
             "dhash": fingerprint.dhash,
             "embedding": encode_vector(np.asarray(fingerprint.embedding), "base64"),
+            "regions": None
+            if regions is None
+            else base64.b64encode(regions.cells.astype("<f2").tobytes()).decode("ascii"),
         }
     ).encode()
 
 
-def _fingerprint_from_bytes(value: bytes) -> Fingerprint:
+def _fingerprint_from_bytes(value: bytes, space: RegionSpace | None) -> Fingerprint:
     fields = json.loads(value)
     embedding = np.frombuffer(base64.b64decode(fields.pop("embedding")), dtype="<f4")
-    return Fingerprint(embedding=embedding.astype(np.float32), **fields)
+    packed = fields.pop("regions")
+    regions = None
+    if packed is not None and space is not None:
+        cells = np.frombuffer(base64.b64decode(packed), dtype="<f2").astype(np.float16)
+        regions = Regions(cells.reshape(GRID * GRID, -1), space)
+    return Fingerprint(embedding=embedding.astype(np.float32), regions=regions, **fields)

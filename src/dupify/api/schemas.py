@@ -362,6 +362,13 @@ Verdict = Literal["exact_duplicate", "near_duplicate", "similar", "different"]
 Tier = Literal["exact_bytes", "exact_pixels", "perceptual_hash", "descriptor"]
 
 
+class SharedFrame(BaseModel):
+    area: float = Field(description="Share of the image grid that is the same in both images.")
+    content_similarity: float = Field(
+        description="Cosine of the parts that differ (the content), whitened like `similarity`."
+    )
+
+
 class CompareResponse(BaseModel):
     object: Literal["comparison"] = "comparison"
     model: str
@@ -369,6 +376,10 @@ class CompareResponse(BaseModel):
     tier: Tier
     similarity: float
     hash_distance: dict[str, int]
+    shared_frame: SharedFrame | None = Field(
+        description="Set when the two images share a frame (a screenshot page, a template) "
+        "around different content: the descriptor's near-duplicate call was turned down."
+    )
     thresholds: dict[str, float]
     usage: ImageUsage
 

@@ -144,12 +144,12 @@ class Pipeline:
     ) -> list[Fingerprint | ApiError]:
         """What compare and duplicates need of each image (hashes and the fingerprint model's
         embedding), or its error, in order."""
-        model_id = self.registry.for_role(FINGERPRINT_ROLE).id
-        plan = Plan(models=(model_id,), measures=frozenset({"hashes"}), max_colors=1)
+        model = self.registry.for_role(FINGERPRINT_ROLE)
+        plan = Plan(models=(model.id,), measures=frozenset({"hashes"}), max_colors=1)
         return [
             item
             if isinstance(item, ApiError)
-            else post.fingerprint(item.inspection, item.rows[model_id][EMBEDDING])
+            else post.fingerprint(item.inspection, item.rows[model.id], model.region_space)
             for item in await self.run(images, plan, params, account=account)
         ]
 

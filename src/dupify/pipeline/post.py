@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from dupify.analysis.frames import Regions, RegionSpace
 from dupify.analysis.safety import safety_verdict
 from dupify.analysis.similarity import Fingerprint
 from dupify.analysis.vectors import top_labels, unit_rows
 from dupify.inference.batcher import Rows
-from dupify.inference.models.base import EMBEDDING, Array, FloatArray
+from dupify.inference.models.base import EMBEDDING, REGIONS, Array, FloatArray
 from dupify.inference.registry import LABELS_ROLE, SAFETY_ROLE, ModelRegistry
 from dupify.pipeline.features import AnalysisOptions
 from dupify.pipeline.pre import Inspection
@@ -23,15 +26,22 @@ def with_dimensions(vectors: FloatArray, dimensions: int | None) -> FloatArray:
     return unit_rows(vectors[:, :dimensions])
 
 
-def fingerprint(inspection: Inspection, embedding: Array) -> Fingerprint:
-    """What compare and duplicates need of one image: its hashes and its embedding."""
+def fingerprint(
+    inspection: Inspection, outputs: Mapping[str, Array], space: RegionSpace | None = None
+) -> Fingerprint:
+    """What compare and duplicates need of one image: its hashes, its embedding and, when the
+    fingerprint model gives them (`space`), its cell descriptors for the shared-frame check."""
     hashes = inspection.measures["hashes"]
+    regions = None
+    if space is not None and REGIONS in outputs:
+        regions = Regions(np.asarray(outputs[REGIONS], dtype=np.float16), space)
     return Fingerprint(
         sha256=hashes["sha256"],
         pixel_sha256=inspection.image.pixel_sha256,
         phash=hashes["phash"],
         dhash=hashes["dhash"],
-        embedding=embedding,
+        embedding=outputs[EMBEDDING],
+        regions=regions,
     )
 
 

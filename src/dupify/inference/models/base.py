@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dupify.analysis.frames import RegionSpace
 from dupify.inference.assets import AssetError
 from dupify.inference.session import OrtSession, SessionPolicy
 from dupify.inference.zero_shot import ZeroShotScoring
@@ -21,6 +22,8 @@ Array = npt.NDArray[Any]
 
 # The output key every model's `predict` must fill: (N, dimensions) float32, L2-normalised rows.
 EMBEDDING = "embedding"
+# The output of a model with a `region_space`: (N, cells, channels) float32 cell descriptors.
+REGIONS = "regions"
 # What a model embeds; a model with a text tower (an operator's CLIP or SigLIP) has both.
 IMAGE = "image"
 TEXT = "text"
@@ -76,6 +79,9 @@ class ImageModel(ABC):
     modalities: ClassVar[tuple[str, ...]] = (IMAGE,)
     text_encoder: TextEncoder | None = None  # set by models whose modalities include text
     zero_shot: ZeroShotScoring | None = None  # how such a model scores labels zero-shot
+    # Set by a model whose `predict` also answers cell descriptors (`REGIONS`) for the duplicate
+    # verdicts' shared-frame check (dupify.analysis.frames); None: it gives none.
+    region_space: RegionSpace | None = None
 
     def __init__(self, policy: SessionPolicy) -> None:
         self.policy = policy

@@ -20,6 +20,10 @@ benchmark (`bench/quality/`, docs/quality.md), each step kept because it won the
    in `copy_whitening.npz`; `bench/quality/fit_copy.py` fits them (only on
    `bench/quality/background/`, never on the benchmark's photos) and says how;
 5. L2 normalisation again: 512-d unit float32 rows, compared by cosine.
+
+Beside the descriptor, `predict` answers `REGIONS`: GeM over each cell of an 8x8 grid of the
+same map (2x2 positions each), which the duplicate verdicts use to tell a shared frame from
+shared content (`dupify.analysis.frames`); `region_space` says how to whiten a union of cells.
 """
 
 from __future__ import annotations
@@ -34,9 +38,17 @@ import numpy.typing as npt
 import onnx
 from PIL import Image
 
+from dupify.analysis.frames import GRID, RegionSpace
 from dupify.analysis.vectors import unit_rows
 from dupify.inference.assets import AssetError
-from dupify.inference.models.base import EMBEDDING, Array, FloatArray, ImageModel, checked_batch
+from dupify.inference.models.base import (
+    EMBEDDING,
+    REGIONS,
+    Array,
+    FloatArray,
+    ImageModel,
+    checked_batch,
+)
 from dupify.inference.models.visual import MEAN_BGR, OPEN_NSFW
 from dupify.inference.session import SessionPolicy
 
@@ -121,6 +133,19 @@ def gem(features: Array, power: float = GEM_POWER) -> FloatArray:
     return np.asarray(np.power(pooled, 1.0 / power), dtype=np.float32)
 
 
+def cell_gem(features: Array, grid: int = GRID, power: float = GEM_POWER) -> FloatArray:
+    """GeM over each cell of a grid x grid split of (N, C, H, W) maps -> (N, grid * grid, C),
+    cells row-major. H and W must be multiples of `grid`."""
+    count, channels, height, width = features.shape
+    if height % grid or width % grid:
+        raise ValueError(f"a {height}x{width} map does not split into a {grid}x{grid} grid")
+    clamped = np.maximum(np.asarray(features, dtype=np.float32), GEM_FLOOR)
+    cells = clamped.reshape(count, channels, grid, height // grid, grid, width // grid)
+    pooled = np.power(cells, np.float32(power)).mean(axis=(3, 5), dtype=np.float64)
+    rows = np.power(pooled, 1.0 / power).reshape(count, channels, grid * grid)
+    return np.ascontiguousarray(rows.transpose(0, 2, 1), dtype=np.float32)
+
+
 class CopyModel(ImageModel):
     """Copy-detection descriptors: edited copies of one photo (overlays, crops, screenshots,
     flips, quarter turns, colour, blur, JPEG) stay close; different photos of one scene do not.
@@ -143,6 +168,7 @@ class CopyModel(ImageModel):
         self._mean, self._projection = whiten if whiten is not None else whitening()
         if self._projection.shape[1] != self.dimensions:
             raise AssetError(f"{self.id}: a whitening of {self._projection.shape[1]} dimensions")
+        self.region_space = RegionSpace(GEM_POWER, self._mean, self._projection)
         super().__init__(policy)
 
     def load(self) -> bytes:
@@ -152,17 +178,26 @@ class CopyModel(ImageModel):
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
         return preprocess(pixels)
 
-    def pooled(self, batch: FloatArray) -> FloatArray:
-        """(N, 256, 256, 3) preprocessed tensors -> (N, 512) unit GeM descriptors, unwhitened."""
+    def features(self, batch: FloatArray) -> FloatArray:
+        """(N, 256, 256, 3) preprocessed tensors -> (N, 512, 16, 16) stage-3 feature maps."""
         batch = checked_batch(batch, self.input_shape)
         if len(batch) == 0:
-            return np.zeros((0, CHANNELS), dtype=np.float32)
+            return np.zeros((0, CHANNELS, INPUT_SIDE // 16, INPUT_SIDE // 16), dtype=np.float32)
         (features,) = self.session.run([STAGE3_TENSOR], {self._input: batch})
         if features.ndim != 4 or features.shape[:2] != (len(batch), CHANNELS):
             raise AssetError(f"{self.id}: stage-3 features of shape {features.shape}")
-        return unit_rows(gem(features))
+        return np.asarray(features, dtype=np.float32)
+
+    def pooled(self, batch: FloatArray) -> FloatArray:
+        """(N, 256, 256, 3) preprocessed tensors -> (N, 512) unit GeM descriptors, unwhitened."""
+        return unit_rows(gem(self.features(batch)))
 
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
-        """(N, 256, 256, 3) preprocessed tensors -> (N, 512) unit copy descriptors."""
-        pooled = self.pooled(batch)
-        return {EMBEDDING: unit_rows((pooled - self._mean) @ self._projection)}
+        """(N, 256, 256, 3) preprocessed tensors -> (N, 512) unit copy descriptors, and the
+        (N, 64, 512) cell descriptors of `REGIONS`."""
+        features = self.features(batch)
+        pooled = unit_rows(gem(features))
+        return {
+            EMBEDDING: unit_rows((pooled - self._mean) @ self._projection),
+            REGIONS: cell_gem(features),
+        }
