@@ -348,8 +348,7 @@ class AnalyzeResponse(BaseModel):
 
 
 class CompareRequest(BaseModel):
-    """Two images; compare and duplicates always use the fingerprint model (dupify-copy-1),
-    the model the thresholds were calibrated on (docs/api.md)."""
+    """Two images, judged on the fingerprint model the thresholds were calibrated on."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -358,15 +357,12 @@ class CompareRequest(BaseModel):
 
 
 Verdict = Literal["exact_duplicate", "near_duplicate", "similar", "different"]
-# Which tier decided the verdict (docs/api.md, "Duplicate thresholds").
-Tier = Literal["exact_bytes", "exact_pixels", "perceptual_hash", "descriptor"]
+Tier = Literal["exact_bytes", "exact_pixels", "perceptual_hash", "descriptor"]  # what decided
 
 
-class SharedFrame(BaseModel):
-    area: float = Field(description="Share of the image grid that is the same in both images.")
-    content_similarity: float = Field(
-        description="Cosine of the parts that differ (the content), whitened like `similarity`."
-    )
+class SharedFrame(BaseModel):  # a frame around different content (docs/api.md)
+    area: float  # share of the 8x8 grid that is the same picture in both images
+    content_similarity: float  # whitened cosine of the rest: the content
 
 
 class CompareResponse(BaseModel):
@@ -376,10 +372,7 @@ class CompareResponse(BaseModel):
     tier: Tier
     similarity: float
     hash_distance: dict[str, int]
-    shared_frame: SharedFrame | None = Field(
-        description="Set when the two images share a frame (a screenshot page, a template) "
-        "around different content: the descriptor's near-duplicate call was turned down."
-    )
+    shared_frame: SharedFrame | None  # set when the shared-frame check turned the call down
     thresholds: dict[str, float]
     usage: ImageUsage
 
