@@ -33,7 +33,7 @@ def pair(shared: int, content_seed: int = 2) -> tuple[Regions, Regions]:
     return Regions(a.astype(np.float16), IDENTITY), Regions(b.astype(np.float16), IDENTITY)
 
 
-def fingerprint(name: str, regions: Regions, embedding: np.ndarray) -> Fingerprint:
+def fingerprint(name: str, regions: Regions | None, embedding: np.ndarray) -> Fingerprint:
     return Fingerprint(name, "", "0" * 16, "f" * 16, embedding, regions)
 
 
@@ -93,7 +93,7 @@ def test_compare_and_duplicates_turn_a_shared_frame_down() -> None:
     assert result["shared_frame"]["area"] == pytest.approx(24 / CELLS, abs=1e-4)
     assert group_duplicates([first, second]) == []
     # Without the cells (a fingerprint model that gives none) the descriptor decides alone.
-    bare = [fingerprint("a", None, vector), fingerprint("b", None, at_045)]  # type: ignore[arg-type]
+    bare = [fingerprint("a", None, vector), fingerprint("b", None, at_045)]
     assert compare(*bare)["verdict"] == "near_duplicate"
     assert compare(*bare)["shared_frame"] is None
     assert [g["indices"] for g in group_duplicates(bare)] == [[0, 1]]

@@ -126,24 +126,24 @@ def preprocess(pixels: npt.NDArray[np.uint8], side: int = INPUT_SIDE) -> FloatAr
     return np.ascontiguousarray(resized[:, :, ::-1].astype(np.float32) - MEAN_BGR)
 
 
-def gem(features: Array, power: float = GEM_POWER) -> FloatArray:
-    """Generalised-mean pooling of (N, C, H, W) non-negative maps -> (N, C) float32."""
-    clamped = np.maximum(np.asarray(features, dtype=np.float32), GEM_FLOOR)
-    pooled = np.power(clamped, np.float32(power)).mean(axis=(2, 3), dtype=np.float64)
-    return np.asarray(np.power(pooled, 1.0 / power), dtype=np.float32)
-
-
-def cell_gem(features: Array, grid: int = GRID, power: float = GEM_POWER) -> FloatArray:
-    """GeM over each cell of a grid x grid split of (N, C, H, W) maps -> (N, grid * grid, C),
-    cells row-major. H and W must be multiples of `grid`."""
+def power_means(
+    features: Array, grid: int = 1, power: float = GEM_POWER
+) -> npt.NDArray[np.float64]:
+    """GeM's inner mean of (N, C, H, W) non-negative maps over each cell of a grid x grid split
+    -> (N, grid * grid, C) float64, cells row-major. H and W must be multiples of `grid`. The
+    cells are equal in size, so their mean is the whole map's: one pass gives both."""
     count, channels, height, width = features.shape
     if height % grid or width % grid:
         raise ValueError(f"a {height}x{width} map does not split into a {grid}x{grid} grid")
     clamped = np.maximum(np.asarray(features, dtype=np.float32), GEM_FLOOR)
     cells = clamped.reshape(count, channels, grid, height // grid, grid, width // grid)
     pooled = np.power(cells, np.float32(power)).mean(axis=(3, 5), dtype=np.float64)
-    rows = np.power(pooled, 1.0 / power).reshape(count, channels, grid * grid)
-    return np.ascontiguousarray(rows.transpose(0, 2, 1), dtype=np.float32)
+    return np.ascontiguousarray(pooled.reshape(count, channels, grid * grid).transpose(0, 2, 1))
+
+
+def gem(features: Array, power: float = GEM_POWER) -> FloatArray:
+    """Generalised-mean pooling of (N, C, H, W) non-negative maps -> (N, C) float32."""
+    return np.asarray(np.power(power_means(features, 1, power)[:, 0], 1.0 / power), np.float32)
 
 
 class CopyModel(ImageModel):
@@ -195,9 +195,9 @@ class CopyModel(ImageModel):
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
         """(N, 256, 256, 3) preprocessed tensors -> (N, 512) unit copy descriptors, and the
         (N, 64, 512) cell descriptors of `REGIONS`."""
-        features = self.features(batch)
-        pooled = unit_rows(gem(features))
+        means = power_means(self.features(batch), GRID)
+        pooled = unit_rows(np.power(means.mean(axis=1), 1.0 / GEM_POWER))
         return {
             EMBEDDING: unit_rows((pooled - self._mean) @ self._projection),
-            REGIONS: cell_gem(features),
+            REGIONS: np.power(means, 1.0 / GEM_POWER).astype(np.float32),
         }
