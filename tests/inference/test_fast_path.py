@@ -1,6 +1,7 @@
 """Issue 16's fast path changed no answer: each bundled model run the CPU default way (one
-single-threaded batch per core, several batches at once, micro-batched across callers) gives the
-vectors of the slow path (one image at a time on one session spread over every core) to 1e-5;
+single-threaded batch per core, several batches at once, micro-batched across callers, each
+batch preprocessed in its runner) gives the vectors of the slow path (one image at a time,
+preprocessed on its own, on one session spread over every core) to 1e-5;
 and the batcher really runs `concurrency` batches at once, and never more."""
 
 from __future__ import annotations
@@ -32,18 +33,18 @@ async def test_the_fast_path_gives_the_slow_paths_vectors(model_id: str) -> None
     ).get(model_id)
     fast_registry = ModelRegistry(fast_settings, only=[model_id])
     backend = LocalBackend(fast_registry, fast_settings)
-    model = fast_registry.get(model_id)
-    tensors = [model.preprocess(sample_photo(name)) for name in PHOTO_NAMES[:10]]
+    assert backend.inputs == "pixels"  # each runner preprocesses its batch
+    photos = [sample_photo(name) for name in PHOTO_NAMES[:10]]
     await backend.start()
     try:
         # Ten callers at once: several batches of up to 4, two running at a time.
-        outcomes = await asyncio.gather(*(backend.infer(model_id, [t]) for t in tensors))
+        outcomes = await asyncio.gather(*(backend.infer(model_id, [p]) for p in photos))
     finally:
         await backend.stop()
     assert max(backend.stats()[model_id].batch_sizes) > 1  # batched across callers
-    for tensor, [row] in zip(tensors, outcomes, strict=True):
+    for photo, [row] in zip(photos, outcomes, strict=True):
         assert not isinstance(row, ApiError)
-        alone = slow.predict(tensor[np.newaxis])
+        alone = slow.predict(slow.preprocess(photo)[np.newaxis])
         for name, value in row.items():
             np.testing.assert_allclose(value, np.asarray(alone[name])[0], atol=1e-5)
 

@@ -28,7 +28,9 @@ from support.fake_runpod import FakeEndpoint, running_fake
 from support.samples import sample_photos
 
 MODEL = visual.VisualModel.id
-TENSORS = [visual.preprocess(rgb) for _, rgb in sample_photos(6)]
+PHOTOS = [rgb for _, rgb in sample_photos(6)]
+# What a remote backend is sent; the local backend is handed the photos' pixels themselves.
+TENSORS = [visual.preprocess(rgb) for rgb in PHOTOS]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ async def start(backends: list[RemoteBackend], backend: RemoteBackend) -> Remote
 
 
 async def local_rows(backend: LocalBackend, count: int) -> list[Any]:
-    return await backend.infer(MODEL, TENSORS[:count])
+    return await backend.infer(MODEL, PHOTOS[:count])
 
 
 def assert_same(rows: list[Any], expected: list[Any]) -> None:

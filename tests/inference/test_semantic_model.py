@@ -329,10 +329,8 @@ async def test_the_backend_counts_each_models_images(
     assert registry.ids[0] == "dupify-visual-1"  # the default model stays first
     pixels = sample_photo("chelsea")
     before = {name: stats.items for name, stats in backend.stats().items()}
-    visual = registry.get("dupify-visual-1").preprocess(pixels)
-    semantic = registry.get("dupify-semantic-1").preprocess(pixels)
-    [visual_rows] = await backend.infer("dupify-visual-1", [visual])
-    rows = await backend.infer("dupify-semantic-1", [semantic, semantic])
+    [visual_rows] = await backend.infer("dupify-visual-1", [pixels])
+    rows = await backend.infer("dupify-semantic-1", [pixels, pixels])
     after = {name: stats.items for name, stats in backend.stats().items()}
     assert {name: after[name] - before[name] for name in after} == {
         "dupify-visual-1": 1,
@@ -344,7 +342,7 @@ async def test_the_backend_counts_each_models_images(
     assert set(rows[0]) == {"embedding", PROBABILITIES}
     assert rows[0]["embedding"].shape == (1280,)
     # The registry's model and a separately loaded one agree (the same cached graph bytes).
-    direct = semantic_model.predict(semantic[None])["embedding"][0]
+    direct = semantic_model.predict(semantic_model.preprocess(pixels)[None])["embedding"][0]
     np.testing.assert_allclose(rows[0]["embedding"], direct, atol=1e-5)
 
 

@@ -248,17 +248,16 @@ async def test_the_local_backend_runs_the_model_through_its_batcher(
     backend: LocalBackend, visual_model: VisualModel, photos: dict[str, Pixels]
 ) -> None:
     images = list(photos.values())[:6]
-    tensors = [visual_model.preprocess(image) for image in images]
-    rows = await backend.infer("dupify-visual-1", tensors)
+    rows = await backend.infer("dupify-visual-1", images)
     embeddings = np.stack([row["embedding"] for row in rows if not isinstance(row, ApiError)])
     assert embeddings.shape == (6, 1024) and embeddings.dtype == np.float32
     np.testing.assert_allclose(embeddings, _embed(visual_model, images), atol=1e-4)
-    rows = await backend.infer("dupify-visual-1", tensors[:1])
+    rows = await backend.infer("dupify-visual-1", images[:1])
     assert not isinstance(rows[0], ApiError) and set(rows[0]) == {"embedding", "nsfw"}
     stats = backend.stats()["dupify-visual-1"]
     assert stats.items == 7 and max(stats.batch_sizes) <= 4
     with pytest.raises(ApiError) as caught:
-        await backend.infer("gpt-4o", tensors[:1])
+        await backend.infer("gpt-4o", images[:1])
     assert caught.value.code == "model_not_found"
 
 

@@ -28,7 +28,8 @@ ENCODED = [base64.b64encode(data).decode() for data in IMAGES]
 @dataclass
 class DecodingBackend(PassThroughBackend):
     """Takes the uploads' bytes, as a remote worker would, and keeps the contract: the same
-    decode at the model's working side and the same preprocessing, before the real models."""
+    decode at the model's working side, then the real models, whose local backend runs the
+    same preprocessing (it takes pixels)."""
 
     registry: ModelRegistry | None = None
 
@@ -39,12 +40,12 @@ class DecodingBackend(PassThroughBackend):
     async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
         assert self.registry is not None
         model = self.registry.get(model_id)
-        tensors: list[ModelInput] = []
+        assert self.inner.inputs == "pixels"
+        decoded: list[ModelInput] = []
         for item in items:
             assert isinstance(item, bytes), "a backend taking images gets the upload's bytes"
-            image = decode_image(item, ImageLimits(), model.working_side)
-            tensors.append(model.preprocess(image.pixels))
-        return await self.inner.infer(model_id, tensors)
+            decoded.append(decode_image(item, ImageLimits(), model.working_side).pixels)
+        return await self.inner.infer(model_id, decoded)
 
 
 class RefusesTheSecondImage(PassThroughBackend):

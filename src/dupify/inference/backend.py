@@ -11,13 +11,14 @@ import numpy as np
 from dupify.config import InferenceSettings
 from dupify.errors import ApiError
 from dupify.inference.batcher import BatcherStats, MicroBatcher, Rows
-from dupify.inference.models.base import Array, text_tower_id
+from dupify.inference.models.base import Array, checked_pixels, text_tower_id
 from dupify.inference.registry import ModelRegistry
 from dupify.inference.session import SessionPolicy
 
-# What `infer` takes for every model: "tensors", each the output of the model's `preprocess`;
-# or "images", each an upload's bytes as received.
-InputKind = Literal["tensors", "images"]
+# What `infer` takes for every model: "pixels", each image as decoded at the model's working
+# side; "tensors", each the output of the model's `preprocess`; or "images", each an upload's
+# bytes as received.
+InputKind = Literal["pixels", "tensors", "images"]
 ModelInput = Array | bytes
 
 
@@ -27,8 +28,10 @@ class InferenceBackend(Protocol):
     The contract below is what makes an answer mean the same thing whichever backend gives it
     (this process, or GPU workers reached over HTTP):
 
-    Inputs. `inputs` says what `infer` receives. With "tensors" the pipeline has decoded each
-    image at the model's working side and run the model's `preprocess`. With "images" it sends
+    Inputs. `inputs` says what `infer` receives. With "pixels" the pipeline has decoded each
+    image at the model's working side (`DecodedImage.pixels`), and the backend runs the model's
+    `preprocess` itself (its `preprocess_batch`, the same values). With "tensors" the pipeline
+    has also run the model's `preprocess`. With "images" it sends
     each upload's bytes unchanged, after its own decode accepted them; the backend must then
     decode with `dupify.images.decoding.decode_image` under the same limits at the model's
     working side and run the same `preprocess`, so that vectors are bit-identical and cached
@@ -82,11 +85,21 @@ class InferenceBackend(Protocol):
 
 class LocalBackend:
     """The registry's models run in this process: one `MicroBatcher` per model, each batch a
-    `predict` on the model's ONNX Runtime session in the batcher's own thread."""
+    `predict` on the model's ONNX Runtime session in the batcher's own thread.
 
-    inputs: InputKind = "tensors"
+    It takes "pixels" (the pipeline's way): each runner preprocesses its batch's images
+    straight into the batch it feeds `predict`, in its own thread, rather than each image in a
+    thread of its own and the tensors then stacked: one hop and two copies less per image
+    (docs/performance.md, "Levers"). A GPU worker, handed tensors over the wire, and the remote
+    backend's fallback, handed what the remote backend takes, use "tensors".
+    """
 
-    def __init__(self, registry: ModelRegistry, settings: InferenceSettings) -> None:
+    def __init__(
+        self, registry: ModelRegistry, settings: InferenceSettings, inputs: InputKind = "pixels"
+    ) -> None:
+        if inputs == "images":
+            raise ValueError("LocalBackend takes pixels or tensors, not image bytes")
+        self.inputs: InputKind = inputs
         self._registry = registry
         runners = SessionPolicy.from_settings(settings).batches
         self._batchers = {
@@ -97,8 +110,12 @@ class LocalBackend:
                 queue_size=settings.queue_size,
                 retry_after_s=settings.overload_retry_after_s,
                 name=model.id,
-                item_shape=tuple(model.input_shape),
                 concurrency=runners,
+                **(
+                    {"assemble": model.preprocess_batch}
+                    if inputs == "pixels"
+                    else {"item_shape": tuple(model.input_shape)}
+                ),
             )
             for model in registry.models
         }
@@ -129,10 +146,13 @@ class LocalBackend:
     async def infer(self, model_id: str, items: Sequence[ModelInput]) -> list[Rows | ApiError]:
         if model_id not in self._batchers:
             self._registry.get(model_id)  # model_not_found for an id this process does not serve
-        tensors = [item for item in items if isinstance(item, np.ndarray)]
-        if len(tensors) != len(items):
-            raise TypeError("LocalBackend takes preprocessed tensors, not image bytes")
-        return list(await self._batchers[model_id].submit_many(tensors))
+        arrays = [item for item in items if isinstance(item, np.ndarray)]
+        if len(arrays) != len(items):
+            raise TypeError(f"LocalBackend takes {self.inputs}, not image bytes")
+        if self.inputs == "pixels" and model_id in self._registry:
+            for pixels in arrays:
+                checked_pixels(pixels)  # a bad item fails its own call, not a batch
+        return list(await self._batchers[model_id].submit_many(arrays))
 
     def stats(self) -> dict[str, BatcherStats]:
         return {model_id: batcher.stats() for model_id, batcher in self._batchers.items()}

@@ -23,6 +23,8 @@ log = logging.getLogger("dupify.inference.batcher")
 Array = npt.NDArray[Any]
 Rows = dict[str, Array]
 PredictFn = Callable[[Array], Mapping[str, Array]]
+# Items -> the batch `predict` takes: a stack of tensors, or a model's `preprocess_batch`.
+AssembleFn = Callable[[Sequence[Array]], Array]
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class MicroBatcher:
 
     The collector waits for a free runner, takes the oldest waiting item, then waits until
     that item has waited `max_wait_ms` (or the batch is full) for company, and hands the batch
-    to a runner: `predict` in the batcher's own executor of `concurrency` threads, so up to
+    to a runner: `assemble` (by default a stack of the items) and `predict` in the batcher's
+    own executor of `concurrency` threads, so up to
     `concurrency` batches run at once and the event loop is never blocked. While every runner
     is busy, new items queue up and form the next batch, so under load batches fill without
     waiting. On a CPU, several single-threaded runners beat one batch spread over every core
@@ -118,6 +121,7 @@ class MicroBatcher:
         name: str,
         item_shape: tuple[int, ...] | None = None,
         concurrency: int = 1,
+        assemble: AssembleFn = np.stack,
     ) -> None:
         if min(max_batch, queue_size, retry_after_s, concurrency) < 1 or max_wait_ms < 0:
             raise ValueError(
@@ -126,6 +130,7 @@ class MicroBatcher:
             )
         self.concurrency = concurrency
         self._predict = predict
+        self._assemble = assemble
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
@@ -185,12 +190,13 @@ class MicroBatcher:
                 self._executor = None
 
     async def submit(self, item: Array) -> Rows:
-        """Queue one preprocessed tensor; returns that item's row of every `predict` output."""
+        """Queue one item (a tensor, or what `assemble` takes); returns that item's row of
+        every `predict` output."""
         (rows,) = await self.submit_many([item])
         return rows
 
     async def submit_many(self, items: Sequence[Array]) -> list[Rows]:
-        """Queue several tensors of one request, all or none, and return their rows in order.
+        """Queue several items of one request, all or none, and return their rows in order.
 
         All-or-none admission keeps a request from being half computed and then refused.
         """
@@ -340,9 +346,8 @@ class MicroBatcher:
         return max(1, min(self.max_batch, -(-waiting // self.concurrency)))
 
     def _run_batch(self, batch: list[_Job]) -> list[Rows]:
-        """In the executor thread: stacking and splitting copy megabytes, so not on the loop."""
-        stacked = np.stack([job.item for job in batch])
-        outputs = self._predict(stacked)
+        """In the executor thread: assembling and splitting copy megabytes, so not on the loop."""
+        outputs = self._predict(self._assemble([job.item for job in batch]))
         for key, value in outputs.items():
             if len(value) != len(batch):
                 raise RuntimeError(

@@ -297,7 +297,11 @@ class RemoteBackend:
         self.breaker = CircuitBreaker(
             settings.breaker_failures, settings.breaker_reset_s, settings.timeout_s + 1
         )
-        self.fallback = LocalBackend(registry, inference) if inference.fallback == "local" else None
+        self.fallback = (
+            LocalBackend(registry, inference, inputs="tensors")
+            if inference.fallback == "local"
+            else None
+        )
 
     @property
     def state(self) -> str:

@@ -86,10 +86,11 @@ class Pipeline:
 
     pre: every image is decoded (and its pixel measures taken) in the decoder's worker pool, at
     the largest working side of the models the call needs, so a vector never depends on what
-    else a request asked for; then each model's `preprocess` runs in a thread (unless the
-    backend takes image bytes). core: each model runs once per image through the inference
-    backend, the models concurrently, whatever the overlap (safety and the visual embedding
-    share one pass). post: dupify.pipeline.post. An image that fails stays that image's
+    else a request asked for; each model's `preprocess` then runs in the local backend's
+    runners as they build a batch (or here, in a thread, for a backend that takes tensors; not
+    at all for one that takes image bytes). core: each model runs once per image through the
+    inference backend, the models concurrently, whatever the overlap (safety and the visual
+    embedding share one pass). post: dupify.pipeline.post. An image that fails stays that image's
     outcome; with `params`, the first failure (request order) fails the whole call before any
     model runs (see `every_or_first_error`).
 
@@ -327,10 +328,13 @@ class Pipeline:
     async def _infer(
         self, model: ImageModel, images: Sequence[bytes], inspections: Sequence[Inspection]
     ) -> list[Rows | ApiError]:
-        """One model's rows for decoded images: their tensors (pre), then the backend (core)."""
+        """One model's rows for decoded images, through the backend (core): their bytes, their
+        pixels (a local backend preprocesses each batch in its runner), or their tensors."""
         items: list[ModelInput]
         if self.backend.inputs == "images":
             items = list(images)
+        elif self.backend.inputs == "pixels":
+            items = [item.image.pixels for item in inspections]
         else:
             items = list(
                 await asyncio.gather(

@@ -47,7 +47,7 @@ class WorkerCore:
             return
         if self._backend is not None:
             await self._backend.stop()  # bound to a loop that is gone
-        self._backend = LocalBackend(self.registry, self._inference)
+        self._backend = LocalBackend(self.registry, self._inference, inputs="tensors")
         await self._backend.start()
         self._loop = loop
 

@@ -1,5 +1,5 @@
-"""The small base class every image model extends: `load` its graph, `preprocess` pixels,
-`predict` a batch, over a session the session policy opens."""
+"""The small base class every image model extends: `load` its graph, `preprocess` pixels (one
+image, or straight into a batch), `predict` a batch, over a session the session policy opens."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from dupify.analysis.frames import RegionSpace
 from dupify.inference.assets import AssetError
@@ -19,6 +20,7 @@ from dupify.inference.zero_shot import ZeroShotScoring
 
 FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
+Pixels = npt.NDArray[np.uint8]  # HxWx3 RGB, as the decoder gives it
 
 # The output key every model's `predict` must fill: (N, dimensions) float32, L2-normalised rows.
 EMBEDDING = "embedding"
@@ -61,9 +63,10 @@ class ImageModel(ABC):
     `load` returns the model's ONNX graph (read from pinned files, or built); the constructor
     opens it with the session policy and runs one input through `predict`, so a graph that is
     not what the class expects fails at start-up, not on the first request. `preprocess` is
-    pure (no session state), so callers may run it in any thread or process. `predict` takes a
-    stacked batch and returns named arrays, each with N rows, `EMBEDDING` among them; `heads`
-    names the other outputs that analysis features read.
+    pure (no session state), so callers may run it in any thread or process; `preprocess_batch`
+    is what a local runner feeds `predict` with: every image's `preprocess`, written into one
+    batch. `predict` takes a stacked batch and returns named arrays, each with N rows,
+    `EMBEDDING` among them; `heads` names the other outputs that analysis features read.
     """
 
     id: ClassVar[str]  # public model id, e.g. "dupify-visual-1"; names the model *and* version
@@ -94,8 +97,23 @@ class ImageModel(ABC):
         one with external data, is opened from disk), checked against what its version pins."""
 
     @abstractmethod
-    def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
+    def preprocess(self, pixels: Pixels) -> FloatArray:
         """HxWx3 uint8 RGB pixels of any size -> one tensor of `input_shape`."""
+
+    def preprocess_into(self, pixels: Pixels, out: FloatArray) -> None:
+        """`preprocess(pixels)` written into `out` (one row of a batch). A model whose
+        preprocessing ends in one arithmetic pass overrides it to write its result there
+        directly, the same values bit for bit, rather than into a tensor that is then copied."""
+        out[...] = self.preprocess(pixels)
+
+    def preprocess_batch(self, images: Sequence[Pixels]) -> FloatArray:
+        """Every image's `preprocess`, as one (N, *input_shape) batch for `predict`: what the
+        local backend's runners do in their own thread, so a batch is built with one float
+        write per value and no hop through another thread per image."""
+        batch = np.empty((len(images), *self.input_shape), dtype=np.float32)
+        for pixels, row in zip(images, batch, strict=True):
+            self.preprocess_into(pixels, row)
+        return batch
 
     @abstractmethod
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
@@ -117,6 +135,27 @@ class ImageModel(ABC):
         wrong = {key: shape for key, shape in expected.items() if shapes.get(key) != shape}
         if wrong or any(shape[:1] != (1,) for shape in shapes.values()):
             raise AssetError(f"{self.id}: unexpected graph outputs {shapes}, expected {expected}")
+
+
+def checked_pixels(pixels: Pixels) -> Pixels:
+    """`pixels` as a C-contiguous array, after checking they are a non-empty HxWx3 uint8 image."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
+    return np.ascontiguousarray(pixels)
+
+
+def resized(
+    pixels: Pixels, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
+) -> Pixels:
+    """Pillow's bilinear resize of `pixels` (of `box`, in source pixels) to `size` (width,
+    height). Pixels already of that size, with no box, come back as they are: Pillow would
+    only copy them (the decoder's 256 px working image is what several models take)."""
+    if box is None and (pixels.shape[1], pixels.shape[0]) == size:
+        return pixels
+    image = Image.fromarray(pixels)
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR, box=box))
 
 
 def checked_batch(batch: npt.ArrayLike, input_shape: tuple[int, ...]) -> FloatArray:

@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import onnx
-from PIL import Image
 
 from dupify.analysis.frames import GRID, RegionSpace
 from dupify.analysis.vectors import unit_rows
@@ -47,7 +46,10 @@ from dupify.inference.models.base import (
     Array,
     FloatArray,
     ImageModel,
+    Pixels,
     checked_batch,
+    checked_pixels,
+    resized,
 )
 from dupify.inference.models.visual import MEAN_BGR, OPEN_NSFW
 from dupify.inference.session import SessionPolicy
@@ -114,16 +116,18 @@ def stage3_graph(model_bytes: bytes, side: int = INPUT_SIDE) -> tuple[bytes, str
     return model.SerializeToString(), graph.input[0].name
 
 
-def preprocess(pixels: npt.NDArray[np.uint8], side: int = INPUT_SIDE) -> FloatArray:
+def preprocess(pixels: Pixels, side: int = INPUT_SIDE) -> FloatArray:
     """HxWx3 uint8 RGB -> (side, side, 3) float32 BGR minus open-nsfw's mean: the whole image
     resized (bilinear, aspect not kept)."""
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
-    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
-        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    resized = np.asarray(image.resize((side, side), Image.Resampling.BILINEAR))
-    return np.ascontiguousarray(resized[:, :, ::-1].astype(np.float32) - MEAN_BGR)
+    tensor = np.empty((side, side, 3), dtype=np.float32)
+    preprocess_into(pixels, tensor)
+    return tensor
+
+
+def preprocess_into(pixels: Pixels, out: FloatArray) -> None:
+    """`preprocess(pixels)` at `out`'s side, written into `out`."""
+    square = resized(checked_pixels(pixels), (out.shape[1], out.shape[0]))
+    np.subtract(square[:, :, ::-1], MEAN_BGR, out=out)
 
 
 def power_means(
@@ -175,8 +179,11 @@ class CopyModel(ImageModel):
         graph, self._input = stage3_graph(OPEN_NSFW.read(self._model_path))
         return graph
 
-    def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
+    def preprocess(self, pixels: Pixels) -> FloatArray:
         return preprocess(pixels)
+
+    def preprocess_into(self, pixels: Pixels, out: FloatArray) -> None:
+        preprocess_into(pixels, out)
 
     def features(self, batch: FloatArray) -> FloatArray:
         """(N, 256, 256, 3) preprocessed tensors -> (N, 512, 16, 16) stage-3 feature maps."""

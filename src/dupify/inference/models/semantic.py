@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
-from PIL import Image
 
 from dupify.analysis.vectors import unit_rows
 from dupify.inference.models.base import (
@@ -18,7 +16,10 @@ from dupify.inference.models.base import (
     FloatArray,
     Head,
     ImageModel,
+    Pixels,
     checked_batch,
+    checked_pixels,
+    resized,
 )
 from dupify.inference.models.effnet_graph import (
     EMBEDDING_DIMS,
@@ -56,26 +57,30 @@ def imagenet_labels() -> tuple[str, ...]:
     return labels
 
 
-def preprocess(pixels: npt.NDArray[np.uint8]) -> FloatArray:
+def preprocess(pixels: Pixels) -> FloatArray:
     """HxWx3 uint8 RGB -> (3, 224, 224) float32: shorter side 256, centre crop 224, (x-127)/128.
 
     The centre crop is taken in source coordinates and resized straight to 224x224 (PIL's `box`):
     the same pixels as resizing the whole image then cropping, without materialising a huge
     intermediate for a long thin image (1x12000 would otherwise become 256x3,072,000).
     """
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
+    tensor = np.empty((3, INPUT_SIDE, INPUT_SIDE), dtype=np.float32)
+    preprocess_into(pixels, tensor)
+    return tensor
+
+
+def preprocess_into(pixels: Pixels, out: FloatArray) -> None:
+    """`preprocess(pixels)`, written into `out` (channels first) in two passes: both steps are
+    exact in float32 (an integer minus 127, times a power of two)."""
+    pixels = checked_pixels(pixels)
     height, width = pixels.shape[:2]
-    if height == 0 or width == 0:
-        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
     scale = RESIZE_SIDE / min(width, height)
     half = INPUT_SIDE / 2 / scale  # half the crop's side, in source pixels
     centre_x, centre_y = width / 2, height / 2
     box = (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    crop = image.resize((INPUT_SIDE, INPUT_SIDE), Image.Resampling.BILINEAR, box=box)
-    normalised = (np.asarray(crop, dtype=np.float32) - PIXEL_MEAN) * PIXEL_SCALE
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    crop = resized(pixels, (INPUT_SIDE, INPUT_SIDE), box)
+    np.subtract(crop.transpose(2, 0, 1), PIXEL_MEAN, out=out)
+    np.multiply(out, PIXEL_SCALE, out=out)
 
 
 class SemanticModel(ImageModel):
@@ -109,8 +114,11 @@ class SemanticModel(ImageModel):
         graph, self.graph_path = load_or_build(self._cache_dir, self._weights_path)
         return graph
 
-    def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
+    def preprocess(self, pixels: Pixels) -> FloatArray:
         return preprocess(pixels)
+
+    def preprocess_into(self, pixels: Pixels, out: FloatArray) -> None:
+        preprocess_into(pixels, out)
 
     def predict(self, batch: FloatArray) -> Mapping[str, Array]:
         """(N, 3, 224, 224) preprocessed tensors -> unit-norm embeddings and class probabilities."""

