@@ -12,7 +12,13 @@ import pytest
 from PIL import Image, ImageFilter
 
 from dupify.analysis import similarity
-from dupify.analysis.colors import dominant_colors, lab_to_srgb, srgb_to_lab
+from dupify.analysis.colors import (
+    _assign,
+    _weighted_samples,
+    dominant_colors,
+    lab_to_srgb,
+    srgb_to_lab,
+)
 from dupify.analysis.hashes import dhash, hamming, phash, sha256_hex
 from dupify.analysis.quality import measure_quality
 from dupify.analysis.safety import safety_verdict
@@ -102,6 +108,28 @@ def test_palette_rejects_bad_input() -> None:
         dominant_colors(np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="count"):
         dominant_colors(np.zeros((4, 4, 3), dtype=np.uint8), count=0)
+
+
+def test_the_palettes_fast_steps_are_their_plain_numpy_definitions() -> None:
+    """Issue 16: the cell sums by `bincount` and the nearest-centre search down the short axis
+    give exactly what `np.unique` + `np.add.at` and a broadcast `argmin` give, ties included
+    (the first of equal centres wins), so no palette changed."""
+    rng = np.random.default_rng(16)
+    few = rng.integers(0, 256, (3, 3), dtype=np.uint8)[rng.integers(0, 3, (40, 50))]
+    for pixels in (rng.integers(0, 256, (90, 70, 3), dtype=np.uint8), few):
+        rgb, weights = _weighted_samples(pixels)
+        flat = pixels.reshape(-1, 3)
+        q = flat.astype(np.int64) >> 3
+        cells = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
+        occupied, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
+        sums = np.zeros((len(occupied), 3))
+        np.add.at(sums, inverse, flat.astype(np.float64))
+        np.testing.assert_array_equal(rgb, sums / counts[:, None])
+        np.testing.assert_array_equal(weights, counts)
+    lab = rng.normal(0, 40, (500, 3)).round()  # whole numbers: many exact ties
+    centres = np.concatenate([lab[:4], lab[:2]])  # repeated centres: ties on every sample
+    plain = np.argmin(((lab[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2), axis=1)
+    np.testing.assert_array_equal(_assign(lab, centres), plain)
 
 
 # --- hashes ----------------------------------------------------------------------------------

@@ -78,10 +78,18 @@ def _weighted_samples(pixels: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatA
     shift = 8 - QUANTISE_BITS
     q = flat.astype(np.int64) >> shift
     cells = (q[:, 0] << (2 * QUANTISE_BITS)) | (q[:, 1] << QUANTISE_BITS) | q[:, 2]
-    occupied, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(occupied), 3))
-    np.add.at(sums, inverse, flat.astype(np.float64))
-    return sums / counts[:, None], counts.astype(np.float64)
+    # Every cell's count and channel sums by `bincount` over all 2^15 cells, then the occupied
+    # ones in cell order: what `np.unique` and `np.add.at` gave (the same sums, added in the
+    # same order), at a third of the cost.
+    cell_count = 1 << (3 * QUANTISE_BITS)
+    counts = np.bincount(cells, minlength=cell_count)
+    occupied = np.flatnonzero(counts)
+    sums = np.stack(
+        [np.bincount(cells, weights=flat[:, c], minlength=cell_count)[occupied] for c in range(3)],
+        axis=1,
+    )
+    weights = counts[occupied].astype(np.float64)
+    return sums / weights[:, None], weights
 
 
 def srgb_to_lab(rgb: FloatArray) -> FloatArray:
@@ -118,17 +126,40 @@ def _initial_centres(lab: FloatArray, weights: FloatArray, k: int) -> FloatArray
     return lab[chosen].copy()
 
 
-def _assign(lab: FloatArray, centres: FloatArray) -> npt.NDArray[np.intp]:
-    # Squared distances channel by channel, added in the order a sum over the last axis adds
-    # them (so the same floats), without the (samples, k, 3) temporary and its reduction.
-    distances = (lab[:, 0:1] - centres[:, 0]) ** 2
-    distances += (lab[:, 1:2] - centres[:, 1]) ** 2
-    distances += (lab[:, 2:3] - centres[:, 2]) ** 2
-    return np.asarray(np.argmin(distances, axis=1), dtype=np.intp)
+def _channels(lab: FloatArray) -> list[FloatArray]:
+    """The samples' L*, a* and b* as contiguous rows: what `_assign` reads."""
+    return [np.ascontiguousarray(lab[:, c]) for c in range(3)]
+
+
+def _assign(
+    lab: FloatArray, centres: FloatArray, channels: list[FloatArray] | None = None
+) -> npt.NDArray[np.intp]:
+    """Each sample's nearest centre. Squared distances channel by channel, added in the order
+    a sum over the last axis adds them (so the same floats), as a (k, samples) array: NumPy
+    loops over the samples rather than over k at a time, and k-means calls this a score of
+    times per image."""
+    columns = _channels(lab) if channels is None else channels
+    distances = np.subtract(columns[0], centres[:, 0:1])
+    np.square(distances, out=distances)
+    term = np.empty_like(distances)
+    for channel in (1, 2):
+        np.subtract(columns[channel], centres[:, channel : channel + 1], out=term)
+        np.square(term, out=term)
+        distances += term
+    # argmin down the short axis, centre by centre (NumPy's own takes twice as long here): a
+    # later centre wins only when strictly nearer, so ties go to the first, as argmin's do.
+    nearest = np.zeros(distances.shape[1], dtype=np.intp)
+    best = distances[0].copy()
+    for index in range(1, len(distances)):
+        nearer = distances[index] < best
+        nearest[nearer] = index
+        np.minimum(best, distances[index], out=best)
+    return nearest
 
 
 def _kmeans(lab: FloatArray, weights: FloatArray, centres: FloatArray) -> FloatArray:
-    labels = _assign(lab, centres)
+    channels = _channels(lab)
+    labels = _assign(lab, centres, channels)
     weighted = lab * weights[:, None]
     k = len(centres)
     for _ in range(MAX_ITERATIONS):
@@ -140,7 +171,7 @@ def _kmeans(lab: FloatArray, weights: FloatArray, centres: FloatArray) -> FloatA
         )
         kept = totals > 0  # an emptied cluster keeps its centre and may win samples back
         centres[kept] = sums[kept] / totals[kept, None]
-        updated = _assign(lab, centres)
+        updated = _assign(lab, centres, channels)
         if np.array_equal(updated, labels):
             break
         labels = updated
