@@ -1,8 +1,8 @@
 """`make bench`: Dupify against the server a user would write by hand, in one run, one table.
 
-Three servers, started in turn on 127.0.0.1 with the same stack (uvicorn, httptools, the same
-worker count) and driven by the same C load generator (Debian's `wrk`, so the client does not
-eat the cores it measures, through bench/wrk_bodies.lua):
+Three servers, started on 127.0.0.1 with the same stack (uvicorn, httptools, the same worker
+count) and driven, one at a time, by the same C load generator (Debian's `wrk`, so the client
+does not eat the cores it measures, through bench/wrk_bodies.lua):
 
 - the hand-written peer (bench/peer_server.py: FastAPI + Pillow + ONNX Runtime, full decode,
   batch 1, JSON floats, the same graph and preprocessing as Dupify's default model);
@@ -14,9 +14,13 @@ Every request of a miss row carries new bytes (a numbered JPEG comment over the 
 written by the Lua script), so no cache answers; the cache-hit rows repeat one body (Dupify's is
 primed first). Each row is the median of `--rounds` wrk runs of `--seconds` after one warm-up
 run; a row whose responses were not all 2xx, or whose X-Cache said otherwise than the row
-expects, is marked. The model rows run in this process on pre-made tensors with the servers
-stopped. Then the ratios of issue 16 with pass/fail, and the memory bound under 200 concurrent
-maximum-size uploads (bench/bench_memory.py). `--chart` writes docs/performance-chart.png.
+expects, is marked. The rounds are interleaved: every round runs each row once, a Dupify row
+right after the peer or floor row it is compared with, then the model rows (this process, on
+pre-made tensors), while the idle servers wait. So a machine that slows down or speeds up
+during the run (a shared one does) moves both sides of every ratio alike, instead of whichever
+rows ran in that minute. Then the ratios of issue 16 with pass/fail, and the memory bound
+under 200 concurrent maximum-size uploads (bench/bench_memory.py). `--chart` writes
+docs/performance-chart.png.
 
     make bench                                      # 3 rounds of 10 s per row
     .venv/bin/python bench/bench_peers.py --rounds 1 --seconds 2 --warmup 1   # a smoke run
@@ -36,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -133,55 +138,89 @@ def run_wrk(args: argparse.Namespace, url: str, body_file: Path, load: Load, key
     raise RuntimeError(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
 
 
+def measure_once(
+    args: argparse.Namespace, url: str, body: Path, load: Load, key: str, row: Row
+) -> None:
+    """One wrk run of a row, added to it."""
+    result = run_wrk(args, url, body, load, key)
+    seconds = result["duration_us"] / 1e6
+    row.rates.append(result["requests"] / seconds)
+    row.p50s.append(result["p50_us"] / 1000)
+    row.p99s.append(result["p99_us"] / 1000)
+    if not result["requests"]:
+        row.problems.append("no response within a run: lengthen --seconds")
+    errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    if errors:
+        row.problems.append(f"{errors} errors/non-2xx")
+    wrong = result["misses"] if load.expect_cache == "hit" else result["hits"]
+    if load.expect_cache and wrong:
+        row.problems.append(f"{wrong} X-Cache not {load.expect_cache}")
+
+
+# One row of the plan: which server (its name, the server and its key) runs which load.
+Planned = tuple[str, Server, str, Load]
+
+
 def measure(
-    args: argparse.Namespace, server: Server, name: str, loads: list[Load], key: str, files: dict
+    args: argparse.Namespace, plan: list[Planned], files: dict, models: ModelRates
 ) -> list[Row]:
-    rows = []
-    for load in loads:
-        row = Row(name, load.name, load.images)
-        url = server.base + load.path
-        run_wrk(args, url, files[load.body], load, key) if args.warmup else None
-        for _ in range(args.rounds):
-            result = run_wrk(args, url, files[load.body], load, key)
-            seconds = result["duration_us"] / 1e6
-            row.rates.append(result["requests"] / seconds)
-            row.p50s.append(result["p50_us"] / 1000)
-            row.p99s.append(result["p99_us"] / 1000)
-            if not result["requests"]:
-                row.problems.append("no response within a run: lengthen --seconds")
-            errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
-            if errors:
-                row.problems.append(f"{errors} errors/non-2xx")
-            wrong = result["misses"] if load.expect_cache == "hit" else result["hits"]
-            if load.expect_cache and wrong:
-                row.problems.append(f"{wrong} X-Cache not {load.expect_cache}")
-        rows.append(row)
-        print(f"  {name:6} {load.name:34} {row.rps:8.1f} req/s  p50 {row.p50:7.1f} ms", flush=True)
+    """Every row `args.rounds` times, interleaved (one warm-up run of each first), and a model
+    round after each round of rows."""
+    rows = [Row(name, load.name, load.images) for name, _, _, load in plan]
+    if args.warmup:
+        for _, server, key, load in plan:
+            run_wrk(args, server.base + load.path, files[load.body], load, key)
+            server.settle()
+    for number in range(args.rounds):
+        for row, (_, server, key, load) in zip(rows, plan, strict=True):
+            measure_once(args, server.base + load.path, files[load.body], load, key, row)
+            server.settle()
+        models.round()
+        print(f"  round {number + 1} of {args.rounds} done", flush=True)
+    for row in rows:
+        print(f"  {row.server:6} {row.name:34} {row.rps:8.1f} req/s  p50 {row.p50:7.1f} ms")
     return rows
 
 
-def model_rates(rounds: int, images: int) -> tuple[float, float]:
+class ModelRates:
     """Images/s of the default model alone at batch 16, and of the two analyze models back to
-    back at batch 16 (pre-made tensors, this process, every core), medians of `rounds`."""
-    cores = len(os.sched_getaffinity(0))
-    registry = ModelRegistry(InferenceSettings(intra_op_threads=cores))
-    visual, semantic = registry.get(VISUAL), registry.get(SEMANTIC)
-    batch = 16
+    back at batch 16 (pre-made tensors, this process, every core): one round at a time, the
+    medians of them all."""
 
-    def rate(models: list) -> float:
-        tensors = [np.zeros((batch, *m.input_shape), dtype=np.float32) for m in models]
-        for model, tensor in zip(models, tensors, strict=True):
-            model.predict(tensor)  # warm-up
-        rates = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            for _ in range(max(1, images // batch)):
-                for model, tensor in zip(models, tensors, strict=True):
-                    model.predict(tensor)
-            rates.append(max(1, images // batch) * batch / (time.perf_counter() - started))
-        return statistics.median(rates)
+    BATCH = 16
 
-    return rate([visual]), rate([visual, semantic])
+    def __init__(self, images: int) -> None:
+        cores = len(os.sched_getaffinity(0))
+        registry = ModelRegistry(InferenceSettings(intra_op_threads=cores))
+        self.visual, self.semantic = registry.get(VISUAL), registry.get(SEMANTIC)
+        self.repeats = max(1, images // self.BATCH)
+        self.alone_rates: list[float] = []
+        self.pair_rates: list[float] = []
+        for model in (self.visual, self.semantic):
+            model.predict(self._zeros(model))  # warm-up
+
+    def _zeros(self, model: Any) -> np.ndarray:
+        return np.zeros((self.BATCH, *model.input_shape), dtype=np.float32)
+
+    def _rate(self, models: list[Any]) -> float:
+        tensors = [self._zeros(model) for model in models]
+        started = time.perf_counter()
+        for _ in range(self.repeats):
+            for model, tensor in zip(models, tensors, strict=True):
+                model.predict(tensor)
+        return self.repeats * self.BATCH / (time.perf_counter() - started)
+
+    def round(self) -> None:
+        self.alone_rates.append(self._rate([self.visual]))
+        self.pair_rates.append(self._rate([self.visual, self.semantic]))
+
+    @property
+    def alone(self) -> float:
+        return statistics.median(self.alone_rates)
+
+    @property
+    def pair(self) -> float:
+        return statistics.median(self.pair_rates)
 
 
 def ratio_lines(rows: dict[tuple[str, str], Row], alone: float, pair: float) -> list[str]:
@@ -279,7 +318,6 @@ def main() -> None:
             expect_cache="miss",
         ),
     ]
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files = {"512": work / "512.body", "12mp": work / "12mp.body"}
@@ -291,24 +329,29 @@ def main() -> None:
         print(
             f"{cores} cores, {args.workers} worker(s), {args.connections} connections", flush=True
         )
-        for name, module, loads in (
-            ("peer", "peer_server", peer_loads),
-            ("floor", "floor_server", floor_loads),
-        ):
-            server = start_plain(module, args.workers)
-            try:
-                rows += measure(args, server, name, loads, "-", files)
-            finally:
-                server.stop()
         (work / "dupify").mkdir()
-        server, key = start_dupify(work / "dupify", args.workers)
+        servers: list[Server] = []
         try:
-            prime_repeat_body(server.base, key, small)
-            rows += measure(args, server, "dupify", dupify_loads, key, files)
+            servers.append(peer := start_plain("peer_server", args.workers))
+            servers.append(floor := start_plain("floor_server", args.workers))
+            dupify, key = start_dupify(work / "dupify", args.workers)
+            servers.append(dupify)
+            prime_repeat_body(dupify.base, key, small)
+            # Each Dupify row right after the row it is compared with.
+            plan: list[Planned] = [
+                ("peer", peer, "-", peer_loads[0]),
+                ("dupify", dupify, key, dupify_loads[0]),
+                ("peer", peer, "-", peer_loads[1]),
+                ("dupify", dupify, key, dupify_loads[1]),
+                ("floor", floor, "-", floor_loads[0]),
+                *(("dupify", dupify, key, load) for load in dupify_loads[2:]),
+            ]
+            models = ModelRates(args.model_images)
+            rows = measure(args, plan, files, models)
         finally:
-            server.stop()
-    alone, pair = model_rates(max(3, args.rounds), args.model_images)
-    print_table(args, rows, alone, pair)
+            for server in servers:
+                server.stop()
+    print_table(args, rows, models.alone, models.pair)
     if args.memory:
         from bench_memory import measure_memory, print_memory  # it starts Dupify as this does
 

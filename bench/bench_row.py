@@ -15,14 +15,13 @@ a lever "before", run the same command with `PYTHONPATH=<a checkout without it>/
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from bench_embeddings import UNLIMITED_PLAN
 from bench_peers import BOUNDARY, Load, jpeg_of, multipart_of, prime_repeat_body, run_wrk
-from bench_servers import start_dupify, start_plain
+from bench_servers import cpu_ticks, start_dupify, start_plain
 
 ROWS = {
     "512": ("/v1/embeddings", "512", "distinct", 1),
@@ -31,19 +30,6 @@ ROWS = {
     "analyze": ("/v1/analyze", "512", "distinct", 1),
     "batch16": ("/v1/embeddings", "batch16", "distinct", 16),
 }
-
-
-def cpu_ticks(pid: int) -> int:
-    """User + system clock ticks of the process and its children (the decoder workers)."""
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    total = 0
-    for each in [pid, *(int(child) for child in found.stdout.split())]:
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
 
 
 def main() -> None:

@@ -19,6 +19,19 @@ from bench_embeddings import UNLIMITED_PLAN
 BENCH = Path(__file__).resolve().parent
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks of a process and its children, read from /proc."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    total = 0
+    for each in [pid, *(int(child) for child in found.stdout.split())]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -49,6 +62,23 @@ class Server:
             time.sleep(0.3)
         self.stop()
         raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def cpu_ticks(self) -> int:
+        """User + system clock ticks of the server and its children (workers, decoders)."""
+        return cpu_ticks(self.process.pid)
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """Wait until the server is idle (no CPU tick in 0.2 s): a wrk run ends with requests
+        still in the server (up to one per connection, 16 images each in the batch row), whose
+        work must not fall into the next run, of this server or another."""
+        deadline = time.monotonic() + timeout_s
+        last = self.cpu_ticks()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.cpu_ticks()
+            if now - last <= 1:
+                return
+            last = now
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
