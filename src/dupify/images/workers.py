@@ -40,7 +40,7 @@ _SETTLE_S = 0.3
 _POOL_CHECK_S = 0.5
 # A task whose decode costs at least this (dupify.images.cost) gives its freed heap back to the
 # system when it ends. Smaller ones leave theirs for the next task to reuse: trimming after a
-# 512 px photo took a fifth of its decode time, in the trim and in faulting the pages back in.
+# 512 px photo added a quarter to its decode time, in the trim and in faulting pages back in.
 _TRIM_FROM_BYTES = 16 * 1024 * 1024
 # The fair queue's line for work done for no account: the local tools and the warm-up.
 _OPERATOR = ""

@@ -28,15 +28,15 @@ class InferenceBackend(Protocol):
     The contract below is what makes an answer mean the same thing whichever backend gives it
     (this process, or GPU workers reached over HTTP):
 
-    Inputs. `inputs` says what `infer` receives. With "pixels" the pipeline has decoded each
-    image at the model's working side (`DecodedImage.pixels`), and the backend runs the model's
+    Inputs. `inputs` says what `infer` receives. With "pixels" the pipeline has decoded each image
+    at the model's working side (`DecodedImage.pixels`), and the backend runs the model's
     `preprocess` itself (its `preprocess_batch`, the same values). With "tensors" the pipeline
-    has also run the model's `preprocess`. With "images" it sends
-    each upload's bytes unchanged, after its own decode accepted them; the backend must then
-    decode with `dupify.images.decoding.decode_image` under the same limits at the model's
-    working side and run the same `preprocess`, so that vectors are bit-identical and cached
-    results stay valid. A model with a text tower is also served as `text_tower_id(model_id)`,
-    whose items are always token rows (its text encoder's `tokenize`), whatever `inputs` says.
+    has also run the model's `preprocess`. With "images" it sends each upload's bytes unchanged,
+    after its own decode accepted them; the backend must then decode with
+    `dupify.images.decoding.decode_image` under the same limits at the model's working side and
+    run the same `preprocess`, so that vectors are bit-identical and cached results stay valid.
+    A model with a text tower is also served as `text_tower_id(model_id)`, whose items are
+    always token rows (its text encoder's `tokenize`), whatever `inputs` says.
 
     Outputs. `infer` returns one entry per input, in input order: either that item's row of
     every output the model's `predict` names (`EMBEDDING`, unit-norm float32, among them), or

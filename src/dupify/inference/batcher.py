@@ -98,16 +98,15 @@ async def gather_batch(
 class MicroBatcher:
     """Collects items from concurrent callers into batches of up to `max_batch` for `predict`.
 
-    The collector waits for a free runner, takes the oldest waiting item, then waits until
-    that item has waited `max_wait_ms` (or the batch is full) for company, and hands the batch
-    to a runner: `assemble` (by default a stack of the items) and `predict` in the batcher's
-    own executor of `concurrency` threads, so up to
-    `concurrency` batches run at once and the event loop is never blocked. While every runner
-    is busy, new items queue up and form the next batch, so under load batches fill without
-    waiting. On a CPU, several single-threaded runners beat one batch spread over every core
-    (`dupify.inference.session.SessionPolicy.batches` says why). The queue of waiting items is
-    bounded; a full queue answers `overloaded` (503 + Retry-After) immediately instead of
-    growing latency.
+    The collector waits for a free runner, takes the oldest waiting item, then waits until that item
+    has waited `max_wait_ms` (or the batch is full) for company, and hands the batch to a
+    runner: `assemble` (by default a stack of the items) and `predict` in the batcher's own
+    executor of `concurrency` threads, so up to `concurrency` batches run at once and the event
+    loop is never blocked. While every runner is busy, new items queue up and form the next
+    batch, so under load batches fill without waiting. On a CPU, several single-threaded runners
+    beat one batch spread over every core (`dupify.inference.session.SessionPolicy.batches` says
+    why). The queue of waiting items is bounded; a full queue answers `overloaded` (503 +
+    Retry-After) immediately instead of growing latency.
     """
 
     def __init__(
