@@ -8,10 +8,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from dupify.analysis.pixels import require_rgb
 from dupify.config import InferenceSettings
 from dupify.errors import ApiError
 from dupify.inference.batcher import BatcherStats, MicroBatcher, Rows
-from dupify.inference.models.base import Array, checked_pixels, text_tower_id
+from dupify.inference.models.base import Array, text_tower_id
 from dupify.inference.registry import ModelRegistry
 from dupify.inference.session import SessionPolicy
 
@@ -102,6 +103,7 @@ class LocalBackend:
         self.inputs: InputKind = inputs
         self._registry = registry
         runners = SessionPolicy.from_settings(settings).batches
+        pixels = inputs == "pixels"
         self._batchers = {
             model.id: MicroBatcher(
                 model.predict,
@@ -110,12 +112,9 @@ class LocalBackend:
                 queue_size=settings.queue_size,
                 retry_after_s=settings.overload_retry_after_s,
                 name=model.id,
+                item_shape=None if pixels else tuple(model.input_shape),
                 concurrency=runners,
-                **(
-                    {"assemble": model.preprocess_batch}
-                    if inputs == "pixels"
-                    else {"item_shape": tuple(model.input_shape)}
-                ),
+                assemble=model.preprocess_batch if pixels else np.stack,
             )
             for model in registry.models
         }
@@ -151,7 +150,7 @@ class LocalBackend:
             raise TypeError(f"LocalBackend takes {self.inputs}, not image bytes")
         if self.inputs == "pixels" and model_id in self._registry:
             for pixels in arrays:
-                checked_pixels(pixels)  # a bad item fails its own call, not a batch
+                require_rgb(pixels)  # a bad item fails its own call, not a batch
         return list(await self._batchers[model_id].submit_many(arrays))
 
     def stats(self) -> dict[str, BatcherStats]:

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from dupify.analysis.frames import RegionSpace
+from dupify.analysis.pixels import require_rgb
 from dupify.inference.assets import AssetError
 from dupify.inference.session import OrtSession, SessionPolicy
 from dupify.inference.zero_shot import ZeroShotScoring
@@ -138,11 +139,9 @@ class ImageModel(ABC):
 
 
 def checked_pixels(pixels: Pixels) -> Pixels:
-    """`pixels` as a C-contiguous array, after checking they are a non-empty HxWx3 uint8 image."""
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected HxWx3 uint8 RGB pixels, got {pixels.shape} {pixels.dtype}")
-    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
-        raise ValueError(f"expected a non-empty image, got {pixels.shape}")
+    """`pixels` as a C-contiguous array, after checking they are a non-empty HxWx3 uint8 image
+    (`require_rgb`)."""
+    require_rgb(pixels)
     return np.ascontiguousarray(pixels)
 
 
