@@ -92,7 +92,7 @@ def pool_memory_bound(limits: ImageLimits, workers: int) -> int:
 
 
 def worker_pids(decoder: Decoder) -> list[int]:
-    return list(decoder._pool._pool_manager.worker_manager.workers)  # pebble keeps them by pid
+    return decoder.worker_pids()
 
 
 def resident_bytes(pid: int) -> int:

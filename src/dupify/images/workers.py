@@ -1,55 +1,41 @@
-"""The async front of image decoding: a pool of spawned worker processes that runs whatever
-per-image function it is given (a decode, or a decode and its measures), each on a budget,
-behind a fair queue between accounts."""
+"""The async front of image decoding: a pool of worker processes (dupify.images.pool) that runs
+whatever per-image function it is given (a decode, or a decode and its measures), each on a
+budget, behind a fair queue between accounts."""
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import functools
 import logging
-import multiprocessing
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import wait
-from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
-
-from pebble import ProcessExpired, ProcessPool
 
 from dupify.config import ImageLimits, available_cores
 from dupify.errors import ApiError
 from dupify.images.cost import decode_cost
 from dupify.images.decoding import DecodedImage, decode_image
 from dupify.images.fairness import CpuAllowance, FairQueue
+from dupify.images.pool import WorkerDied, WorkerPool
 
 log = logging.getLogger("dupify.images.workers")
 
 T = TypeVar("T")
 
 _WARM_UP_TIMEOUT_S = 60.0
-_JOIN_TIMEOUT_S = 10.0
 # A replacement worker is up well within a second.
 _RETRY_AFTER_S = 1
-# How long a worker's death is left to settle before its task is retried, and how often a
-# waiting task checks that its pool has not broken (pebble polls its workers every 0.1 s).
-_SETTLE_S = 0.3
-_POOL_CHECK_S = 0.5
 # A task whose decode costs at least this (dupify.images.cost) gives its freed heap back to the
 # system when it ends. Smaller ones leave theirs for the next task to reuse: trimming after a
 # 512 px photo added a quarter to its decode time, in the trim and in faulting pages back in.
 _TRIM_FROM_BYTES = 16 * 1024 * 1024
 # The fair queue's line for work done for no account: the local tools and the warm-up.
 _OPERATOR = ""
-# How a worker ends when told to stop rather than failing on its upload: pebble's SIGTERM
-# handler exits with the signal's number; a signal before the handler is installed, or a
-# stop by SIGINT or SIGHUP (a closing terminal), shows as minus its number.
-_STOPPED = frozenset(
-    {signal.SIGTERM.value, *(-s.value for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))}
-)
+# How a worker ends when told to stop rather than failing on its upload (a SIGTERM from systemd
+# or to the process group, a Ctrl-C, a closing terminal): minus the signal's number.
+_STOPPED = frozenset(-s.value for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
 
 def _prepare_worker() -> None:
@@ -97,7 +83,7 @@ class Decoder:
     used its decoder CPU time (429 `decode_budget_exceeded`). Uploads then wait in a
     `FairQueue`, which shares the workers between accounts by cost and keeps the cost decoding
     at once within `limits.max_decoding_bytes`. A task that runs past `limits.decode_timeout_s`
-    has its worker killed (pebble starts a replacement) and answers `image_decode_timeout`.
+    has its worker killed (and replaced) and answers `image_decode_timeout`.
 
     A worker that dies mid-task is replaced and the task tried once more on the new one: a stop
     from outside (SIGTERM to the process group, a closing terminal, a broken pool) is never the
@@ -113,15 +99,9 @@ class Decoder:
         self._closed = False
         self._queue = FairQueue(self._workers, limits.max_decoding_bytes)
         self._allowance = CpuAllowance(limits.account_decode_cpu_s_per_minute)
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPool:
-        # Spawn, never fork: the parent runs ONNX Runtime threads, whose locks a fork would copy.
-        return ProcessPool(
-            max_workers=self._workers,
-            initializer=_prepare_worker,
-            context=multiprocessing.get_context("spawn"),
-        )
+        # Fresh interpreters, never forks: the server runs ONNX Runtime threads, whose locks a
+        # fork would copy.
+        self._pool = WorkerPool(self._workers, _prepare_worker)
 
     def admit(self, account: str | None, costs: Sequence[int]) -> None:
         """Refuse, before any of it is decoded, a request whose uploads (`costs`, from
@@ -173,22 +153,23 @@ class Decoder:
         started = time.monotonic()
         for attempt in (1, 2):
             try:
-                return await self._in_worker(function, args, trim)
+                measured: tuple[T | ApiError, float] = await self._pool.run(
+                    _measured, trim, function, *args, budget_s=self.limits.decode_timeout_s
+                )
+                return measured
             except TimeoutError:
                 timeout = self.limits.decode_timeout_s
                 error = ApiError(
                     "image_decode_timeout", f"decoding took longer than its {timeout:g} s budget"
                 )
                 return error, time.monotonic() - started
-            except (ProcessExpired, BrokenProcessPool) as exc:
-                exit_code = exc.exitcode if isinstance(exc, ProcessExpired) else None
-                stopped_from_outside |= exit_code is None or exit_code in _STOPPED
-                log.warning("decoder worker died (exit code %s, attempt %d)", exit_code, attempt)
-                if attempt == 1:
-                    # Let pebble see every worker that died with this one (a process group's
-                    # SIGTERM stops them all) and give up the pool if they all did, so that
-                    # the retry goes to a working pool.
-                    await asyncio.sleep(_SETTLE_S)
+            except WorkerDied as exc:
+                stopped_from_outside |= exc.exit_code is None or exc.exit_code in _STOPPED
+                log.warning(
+                    "decoder worker died (exit code %s, attempt %d)", exc.exit_code, attempt
+                )
+                if self._closed:
+                    break
             except Exception as exc:
                 log.error("unexpected decoder failure", exc_info=exc)
                 error = ApiError("invalid_image", "the decoder failed on this image")
@@ -203,54 +184,19 @@ class Decoder:
             error = ApiError("invalid_image", "the decoder failed on this image, twice")
         return error, time.monotonic() - started
 
-    async def _in_worker(
-        self, function: Callable[..., T], args: tuple[object, ...], trim: bool
-    ) -> tuple[T | ApiError, float]:
-        """`_measured(trim, function, *args)` in a worker of a working pool. Raises
-        BrokenProcessPool if the pool breaks with the task in it: pebble then drops tasks that
-        it had not yet handed to a worker, whose futures would never be resolved."""
-        if not self._closed and not self._pool.active:
-            # pebble gives up on the whole pool when a worker dies while no task is running
-            # (e.g. the OOM killer picks an idle one); a fresh pool is the only way back.
-            log.error("decoder pool broken; starting a new one")
-            self._replace_pool()
-        pool = self._pool
-        try:
-            future = pool.schedule(
-                _measured, args=(trim, function, *args), timeout=self.limits.decode_timeout_s
-            )
-        except RuntimeError as exc:  # the pool broke (or was closed) since it was looked at
-            raise BrokenProcessPool(str(exc)) from exc
-        outcome = asyncio.wrap_future(future)
-        try:
-            while not (await asyncio.wait({outcome}, timeout=_POOL_CHECK_S))[0]:
-                if not pool.active:
-                    raise BrokenProcessPool("the decoder pool broke with this task in it")
-            measured: tuple[T | ApiError, float] = outcome.result()
-            return measured
-        finally:
-            outcome.cancel()  # no-op when done; else pebble stops the task (and its worker)
-
-    def _replace_pool(self) -> None:
-        broken, self._pool = self._pool, self._new_pool()
-        # Off the event loop: a broken pool's threads may be stuck writing a task into a pipe
-        # that no worker reads until the pool closes it.
-        threading.Thread(target=_stop, args=(broken,), daemon=True).start()
-
     def warm_up(self) -> None:
-        """Start every worker now (blocking) so the first requests do not wait for spawns."""
-        futures = [self._pool.schedule(_prepare_worker) for _ in range(self._workers)]
-        wait(futures, timeout=_WARM_UP_TIMEOUT_S)
+        """Block until every worker is up, so the first requests do not wait for them to start
+        (call before the decoder serves; any thread)."""
+        self._pool.warm_up(_WARM_UP_TIMEOUT_S)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes now, for monitoring (and the memory tests)."""
+        return self._pool.pids
 
     def close(self) -> None:
         """Stop the workers, abandoning any decode still running."""
         self._closed = True
-        _stop(self._pool)
-
-
-def _stop(pool: ProcessPool) -> None:
-    pool.stop()  # type: ignore[no-untyped-call]  # pebble leaves it unannotated
-    pool.join(_JOIN_TIMEOUT_S)
+        self._pool.close()
 
 
 def _mib(cost: int) -> int:
