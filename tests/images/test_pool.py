@@ -135,3 +135,18 @@ def test_the_pool_serves_whichever_loop_awaits_it() -> None:
         os.kill(process, 0)  # closed: killed and reaped
     with pytest.raises(RuntimeError):
         asyncio.run(workers.run(os.getpid, budget_s=BUDGET_S))
+
+
+async def test_closing_with_a_task_in_flight_ends_the_task() -> None:
+    """The pool closed under a running task (a server stopping): the task ends, never hangs."""
+    workers = WorkerPool(1, ready)
+    workers.warm_up(60)
+    task = asyncio.create_task(workers.run(pid_after, 5.0, budget_s=BUDGET_S))
+    await asyncio.sleep(0.3)
+    [process] = workers.pids
+    workers.close()
+    with pytest.raises(WorkerDied):
+        async with asyncio.timeout(5):
+            await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(process, 0)

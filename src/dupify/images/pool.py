@@ -1,37 +1,36 @@
-"""Worker processes for the decoder: one pipe each way per worker, read and written by the event
-loop that awaits the task, so a decode costs the server no threads and no lock hand-offs."""
+"""Worker processes for the decoder: one pipe each way per worker (dupify.images.frames), read and
+written by the event loop that awaits the task, so a decode costs the server no threads and no
+lock hand-offs."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import pickle
 import select
 import signal
-import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from dupify.images.frames import (
+    Frame,
+    frame_of,
+    out_of_band,
+    receive_blocking,
+    send_blocking,
+    widen,
+    write,
+    write_or_gone,
+)
 
 log = logging.getLogger("dupify.images.pool")
 
-# Each frame is a count of parts, each part's length, then the parts: a pickle, then the
-# buffers it keeps out of band (an upload's bytes one way, a decoded image's pixels the other),
-# written and read in place so that neither side copies them into the pickle.
-_COUNT = struct.Struct("<I")
-_LENGTH = struct.Struct("<Q")
-# An upload (a top-level bytes argument) at least this long goes out of band.
-_OUT_OF_BAND_BYTES = 4096
-# Pipes as wide as Linux lets a process make them (fs.pipe-max-size, 1 MiB by default), so a
-# 256 px image's pixels cross in one write and one read.
-_PIPE_BYTES = 1 << 20
 # How long a worker that closed its pipe is given to be reaped, for its exit code.
 _REAP_S = 1.0
 _BOOT_S = 60.0
@@ -53,92 +52,6 @@ class WorkerDied(Exception):
         self.exit_code = exit_code
 
 
-class _Frame:
-    """One frame being read from a pipe, straight into buffers of the right size."""
-
-    def __init__(self) -> None:
-        self._stage = 0  # 0: reading the count of parts, 1: their lengths, 2: the parts
-        self._pending: collections.deque[bytearray] = collections.deque([bytearray(_COUNT.size)])
-        self._filled = 0
-        self._parts: list[bytearray] = []
-
-    def feed(self, fd: int) -> bool:
-        """Read what the pipe holds now (a non-blocking one), or until the frame is whole (a
-        blocking one); True once it is. EOFError if the pipe ends first."""
-        while self._pending:
-            target = self._pending[0]
-            try:
-                count = os.readv(fd, [memoryview(target)[self._filled :]])
-            except BlockingIOError:
-                return False
-            if count == 0:
-                raise EOFError
-            self._filled += count
-            if self._filled < len(target):
-                continue
-            self._pending.popleft()
-            self._filled = 0
-            if self._stage == 0:
-                (parts,) = _COUNT.unpack(target)
-                self._pending.append(bytearray(_LENGTH.size * parts))
-            elif self._stage == 1:
-                self._parts = [bytearray(n) for (n,) in _LENGTH.iter_unpack(target)]
-                self._pending.extend(part for part in self._parts if part)
-            self._stage = min(self._stage + 1, 2)
-        return True
-
-    def value(self, immutable: bool = False) -> Any:
-        """The frame's object; with `immutable`, its out-of-band buffers as bytes (an upload
-        must be bytes to the decoder) rather than the arrays' writable memory."""
-        buffers = [bytes(part) for part in self._parts[1:]] if immutable else self._parts[1:]
-        # Frames come only from our own processes over their private pipes: the trust that a
-        # multiprocessing pool's pickles have, and the same exposure to a compromised worker.
-        return pickle.loads(self._parts[0], buffers=buffers)  # noqa: S301
-
-
-def _frame_of(value: object) -> list[memoryview]:
-    """`value` as the parts of one frame (its out-of-band buffers are not copied)."""
-    buffers: list[pickle.PickleBuffer] = []
-    stream = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    parts = [memoryview(stream), *(buffer.raw() for buffer in buffers)]
-    lengths = b"".join(_LENGTH.pack(part.nbytes) for part in parts)
-    return [memoryview(_COUNT.pack(len(parts)) + lengths), *parts]
-
-
-def _write(fd: int, views: list[memoryview]) -> bool:
-    """Write what the pipe takes now from the front of `views` (consumed in place); True when
-    nothing is left. BrokenPipeError when the reader is gone."""
-    while views:
-        try:
-            written = os.writev(fd, views[:64])
-        except BlockingIOError:
-            return False
-        while written:
-            head = views[0]
-            if written >= head.nbytes:
-                written -= head.nbytes
-                views.pop(0)
-            else:
-                views[0] = head[written:]
-                written = 0
-        while views and views[0].nbytes == 0:
-            views.pop(0)
-    return True
-
-
-def _write_or_gone(fd: int, views: list[memoryview]) -> bool:
-    """`_write`, but True too when the reader is gone (its end of the pipe then says why)."""
-    try:
-        return _write(fd, views)
-    except OSError:
-        return True
-
-
-def _widen(fd: int) -> None:
-    with contextlib.suppress(OSError):  # a smaller fs.pipe-max-size: frames take a few reads
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-
-
 class Worker:
     """One worker process and its two pipes. Not shared: one task at a time, from one loop."""
 
@@ -152,12 +65,16 @@ class Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._to, self._from = self.process.stdin.fileno(), self.process.stdout.fileno()
         for fd in (self._to, self._from):
-            _widen(fd)
+            widen(fd)
             os.set_blocking(fd, False)
         self.ready = False
+        # Calls in flight on an event loop, which has the pipes registered: a kill leaves the
+        # pipes open until the last of them has seen the end of the worker's.
+        self._calls = 0
+        self._killed = False
         # The first frame: what the worker runs once before it says it is ready. Small, so the
         # empty pipe takes it whole.
-        if not _write(self._to, _frame_of(initializer)):
+        if not write(self._to, frame_of(initializer)):
             raise RuntimeError("the decoder worker's pipe refused its first frame")
 
     @property
@@ -167,16 +84,32 @@ class Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
+            if self._killed and not self._calls:
+                self._close_pipes()
+
     async def run(self, function: Callable[..., Any], args: tuple[object, ...]) -> tuple[bool, Any]:
         """`function(*args)` in the worker: (True, its value) or (False, what it raised)."""
-        task = tuple(_out_of_band(arg) for arg in args)
+        with self._call():
+            return await self._run(function, args)
+
+    async def _run(
+        self, function: Callable[..., Any], args: tuple[object, ...]
+    ) -> tuple[bool, Any]:
+        task = tuple(out_of_band(arg) for arg in args)
         loop = asyncio.get_running_loop()
-        views = _frame_of((function, task))
-        if not _write_or_gone(self._to, views):
+        views = frame_of((function, task))
+        if not write_or_gone(self._to, views):
             written = loop.create_future()
 
             def on_writable() -> None:
-                if _write_or_gone(self._to, views) and not written.done():
+                if write_or_gone(self._to, views) and not written.done():
                     written.set_result(None)
 
             loop.add_writer(self._to, on_writable)
@@ -191,7 +124,7 @@ class Worker:
         """The next frame from the worker (WorkerDied if it ended first); the ready frame is
         taken first, and on its own."""
         loop = asyncio.get_running_loop()
-        frame, arrived = _Frame(), loop.create_future()
+        frame, arrived = Frame(), loop.create_future()
 
         def on_readable() -> None:
             try:
@@ -214,13 +147,14 @@ class Worker:
 
     async def wait_ready(self) -> None:
         if not self.ready:
-            await self.receive()
+            with self._call():
+                await self.receive()
             self.ready = True
 
     def wait_ready_blocking(self, timeout: float) -> None:
         """Block (any thread; no task may be running on this worker) until the worker is up."""
         deadline = time.monotonic() + timeout
-        frame = _Frame()
+        frame = Frame()
         while not self.ready:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -238,22 +172,23 @@ class Worker:
             return None
 
     def kill(self) -> None:
-        """Stop the process now (a task in it is abandoned) and let go of its pipes."""
+        """Stop the process now (a task in it is abandoned) and let go of its pipes: at once,
+        or, with a call in flight, once that call has seen them end (closing a pipe that a
+        loop still watches would leave the call waiting for ever)."""
         if self.process.poll() is None:
             self.process.kill()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
+        self._killed = True
+        if not self._calls:
+            self._close_pipes()
         try:
             self.process.wait(_JOIN_S)
         except subprocess.TimeoutExpired:
             log.error("decoder worker %d did not stop", self.pid)
 
-
-def _out_of_band(arg: object) -> object:
-    if type(arg) is bytes and len(arg) >= _OUT_OF_BAND_BYTES:
-        return pickle.PickleBuffer(arg)
-    return arg
+    def _close_pipes(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
 
 
 class WorkerPool:
@@ -280,7 +215,11 @@ class WorkerPool:
         raised here."""
         worker = self._take()
         try:
-            await worker.wait_ready()
+            try:  # the budget starts once the worker is up (a replacement takes a moment)
+                async with asyncio.timeout(_BOOT_S):
+                    await worker.wait_ready()
+            except TimeoutError:
+                raise WorkerDied(None) from None
             async with asyncio.timeout(budget_s):
                 succeeded, value = await worker.run(function, args)
         except BaseException:
@@ -353,12 +292,12 @@ def _serve_stdio() -> None:
 
 
 def _serve(channel_in: int, channel_out: int) -> None:
-    initializer = _receive_blocking(channel_in).value()
+    initializer = receive_blocking(channel_in).value()
     initializer()
-    _send_blocking(channel_out, _frame_of(os.getpid()))
+    send_blocking(channel_out, frame_of(os.getpid()))
     while True:
         try:
-            frame = _receive_blocking(channel_in)
+            frame = receive_blocking(channel_in)
         except EOFError:
             return  # the server closed the pipe: it is gone or closing
         try:
@@ -367,18 +306,7 @@ def _serve(channel_in: int, channel_out: int) -> None:
         except Exception as exc:  # the function's own error, or a task that does not unpickle
             reply = (False, exc)
         try:
-            views = _frame_of(reply)
+            views = frame_of(reply)
         except Exception as exc:  # a value or an exception that does not pickle
-            views = _frame_of((False, RuntimeError(f"unpicklable task result: {exc!r}")))
-        _send_blocking(channel_out, views)
-
-
-def _receive_blocking(fd: int) -> _Frame:
-    frame = _Frame()
-    frame.feed(fd)  # a blocking pipe: feed returns only with the whole frame (or EOFError)
-    return frame
-
-
-def _send_blocking(fd: int, views: list[memoryview]) -> None:
-    while not _write(fd, views):
-        select.select([], [fd], [])
+            views = frame_of((False, RuntimeError(f"unpicklable task result: {exc!r}")))
+        send_blocking(channel_out, views)
