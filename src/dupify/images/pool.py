@@ -309,4 +309,7 @@ def _serve(channel_in: int, channel_out: int) -> None:
             views = frame_of(reply)
         except Exception as exc:  # a value or an exception that does not pickle
             views = frame_of((False, RuntimeError(f"unpicklable task result: {exc!r}")))
-        send_blocking(channel_out, views)
+        try:
+            send_blocking(channel_out, views)
+        except BrokenPipeError:
+            return  # the server went while this task ran
