@@ -98,7 +98,7 @@ def write(fd: int, views: list[memoryview]) -> bool:
 
 
 def write_or_gone(fd: int, views: list[memoryview]) -> bool:
-    """`_write`, but True too when the reader is gone (its end of the pipe then says why)."""
+    """`write`, but True too when the reader is gone (its end of the pipe then says why)."""
     try:
         return write(fd, views)
     except OSError:

@@ -121,8 +121,8 @@ class Worker:
         return reply
 
     async def receive(self) -> Any:
-        """The next frame from the worker (WorkerDied if it ended first); the ready frame is
-        taken first, and on its own."""
+        """The next frame from the worker (WorkerDied if it ended first): its ready frame, or
+        a task's reply."""
         loop = asyncio.get_running_loop()
         frame, arrived = Frame(), loop.create_future()
 

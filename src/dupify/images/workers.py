@@ -86,7 +86,7 @@ class Decoder:
     has its worker killed (and replaced) and answers `image_decode_timeout`.
 
     A worker that dies mid-task is replaced and the task tried once more on the new one: a stop
-    from outside (SIGTERM to the process group, a closing terminal, a broken pool) is never the
+    from outside (SIGTERM to the process group, a closing terminal, the decoder closed) is not the
     upload's fault, so if it strikes twice the answer is 503 `decoder_unavailable` with
     `Retry-After`; an upload on which the worker dies twice otherwise (killed by the OOM
     killer, a crashing codec) is `invalid_image`, and is not tried again.
